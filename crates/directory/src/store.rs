@@ -1,0 +1,388 @@
+//! The durable store: the only module in Portcullis that touches the sled
+//! database.
+//!
+//! Layout (one sled tree, `directory`, so that one `apply_batch` is atomic
+//! across users, groups and membership edges):
+//!
+//! | key                              | value                                   |
+//! |----------------------------------|-----------------------------------------|
+//! | `g:{group id}`                   | group record (JSON)                     |
+//! | `m:{group id}\0{member id}`      | `u` or `g`: the member's kind           |
+//! | `u:{user id}`                    | user record (JSON)                      |
+//!
+//! The default tree holds `schema_version`. A record is
+//! `{"owner":..,"created":ns,"modified":ns,"version":n,"doc":{..}}`.
+//!
+//! Durability uses group commit: a writer applies its batch (in memory, under
+//! the directory's writer lock), receives a sequence number, and then awaits
+//! [`Store::durable`]. One flusher thread calls `sled::Db::flush` for
+//! everything applied so far and releases every waiter the flush covered, so
+//! concurrent writers share one fsync instead of queueing for their own.
+//!
+//! What this module does not do: decide what a valid change is (the
+//! directory does), or cache anything (sled's own page cache aside).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::StoreError;
+use crate::model::{Group, Id, MemberKind, Meta, User};
+
+/// The on-disk schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+const TREE: &str = "directory";
+
+/// Called by the flusher after each successful flush with the highest
+/// sequence number now durable.
+pub(crate) type OnDurable = Box<dyn Fn(u64) + Send + Sync>;
+
+pub(crate) struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared between writers and the flusher thread.
+struct Shared {
+    /// Highest sequence number whose batch sled has applied (in memory).
+    /// Bumped only after `apply_batch` returns, under the directory's writer
+    /// lock, so every batch numbered at or below it is in sled already.
+    applied: AtomicU64,
+    /// Guarded by a blocking mutex: the flusher is a plain thread, and no
+    /// holder ever awaits while holding it.
+    state: Mutex<FlushState>,
+    wake: Condvar,
+    durable: watch::Sender<Durable>,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    requested: u64,
+    durable: u64,
+    failed: Option<Arc<str>>,
+    shutdown: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    seq: u64,
+    failed: Option<Arc<str>>,
+}
+
+/// Everything read back from disk at start-up.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    pub(crate) users: Vec<User>,
+    pub(crate) groups: Vec<Group>,
+    /// (group id, member) pairs; ids are interned against `users`/`groups`
+    /// by the directory.
+    pub(crate) edges: Vec<(Box<str>, MemberKind, Box<str>)>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and starts its flusher.
+    pub(crate) fn open(path: &Path, cache_bytes: u64, on_durable: OnDurable) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            // We flush explicitly, in group commits; a timer flush would only
+            // compete with them.
+            .flush_every_ms(None)
+            .open()
+            .map_err(open_err)?;
+        let tree = db.open_tree(TREE).map_err(open_err)?;
+        check_schema(path, &db, &tree)?;
+
+        let shared = Arc::new(Shared {
+            applied: AtomicU64::new(0),
+            state: Mutex::new(FlushState::default()),
+            wake: Condvar::new(),
+            durable: watch::Sender::new(Durable::default()),
+        });
+        let flusher = {
+            let shared = shared.clone();
+            let db = db.clone();
+            std::thread::Builder::new()
+                .name("portcullis-store-flush".into())
+                .spawn(move || flush_loop(&shared, &db, &on_durable))
+                .map_err(|e| StoreError::Flush(format!("cannot start flusher thread: {e}")))?
+        };
+        Ok(Store {
+            path: path.to_owned(),
+            db,
+            tree,
+            shared,
+            flusher: Some(flusher),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads every record. Any record that cannot be decoded stops the load:
+    /// starting with part of the directory missing would silently grant or
+    /// revoke access.
+    pub(crate) fn load(&self) -> Result<Loaded, StoreError> {
+        let mut loaded = Loaded::default();
+        let mut owners: HashMap<String, Id> = HashMap::new();
+        for item in self.tree.iter() {
+            let (key, value) = item.map_err(|e| StoreError::Corrupt {
+                key: "(iteration)".into(),
+                reason: e.to_string(),
+            })?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason,
+            };
+            let text = std::str::from_utf8(&key).map_err(|_| corrupt("key is not utf-8".into()))?;
+            match text.split_at_checked(2) {
+                Some(("u:", id)) => {
+                    let (owner, meta, doc) = decode_record(&value, &mut owners).map_err(corrupt)?;
+                    let user = User::new(id.into(), owner, meta, doc).map_err(|e| corrupt(e.to_string()))?;
+                    loaded.users.push(user);
+                }
+                Some(("g:", id)) => {
+                    let (owner, meta, doc) = decode_record(&value, &mut owners).map_err(corrupt)?;
+                    let group = Group::new(id.into(), owner, meta, doc).map_err(|e| corrupt(e.to_string()))?;
+                    loaded.groups.push(group);
+                }
+                Some(("m:", rest)) => {
+                    let (group, member) = rest
+                        .split_once('\0')
+                        .ok_or_else(|| corrupt("membership key has no separator".into()))?;
+                    let kind = match &*value {
+                        b"u" => MemberKind::User,
+                        b"g" => MemberKind::Group,
+                        _ => return Err(corrupt("unknown member kind".into())),
+                    };
+                    loaded.edges.push((group.into(), kind, member.into()));
+                }
+                _ => return Err(corrupt("unknown key prefix".into())),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Applies a batch atomically (in memory) and returns its sequence
+    /// number. Callers must hold the directory's writer lock, which is what
+    /// makes sequence numbers follow the order batches were applied in.
+    pub(crate) fn apply(&self, batch: sled::Batch) -> Result<u64, StoreError> {
+        if let Some(reason) = &self.shared.state.lock().failed {
+            return Err(StoreError::Failed(reason.to_string()));
+        }
+        self.tree.apply_batch(batch).map_err(StoreError::Write)?;
+        Ok(self.shared.applied.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// The sequence number of the last applied batch.
+    pub(crate) fn applied(&self) -> u64 {
+        self.shared.applied.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the batch numbered `seq` is on disk.
+    pub(crate) async fn durable(&self, seq: u64) -> Result<(), StoreError> {
+        let mut rx = self.shared.durable.subscribe();
+        {
+            let mut st = self.shared.state.lock();
+            if let Some(reason) = &st.failed {
+                return Err(StoreError::Failed(reason.to_string()));
+            }
+            if st.durable >= seq {
+                return Ok(());
+            }
+            if st.shutdown {
+                return Err(StoreError::Closed);
+            }
+            st.requested = st.requested.max(seq);
+            self.shared.wake.notify_one();
+        }
+        let state = rx
+            .wait_for(|d| d.seq >= seq || d.failed.is_some())
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        match &state.failed {
+            Some(reason) if state.seq < seq => Err(StoreError::Flush(reason.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether an earlier flush failed.
+    pub(crate) fn failure(&self) -> Option<Arc<str>> {
+        self.shared.state.lock().failed.clone()
+    }
+
+    pub(crate) fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.state.lock();
+            st.shutdown = true;
+            // Flush whatever is applied even if nobody waits for it.
+            st.requested = st.requested.max(self.shared.applied.load(Ordering::Acquire));
+            self.shared.wake.notify_one();
+        }
+        if let Some(handle) = self.flusher.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn flush_loop(shared: &Shared, db: &sled::Db, on_durable: &OnDurable) {
+    loop {
+        let target = {
+            let mut st = shared.state.lock();
+            while !st.shutdown && st.requested <= st.durable {
+                shared.wake.wait(&mut st);
+            }
+            if st.requested <= st.durable || st.failed.is_some() {
+                // Shutting down with nothing left to flush, or failed.
+                return;
+            }
+            shared.applied.load(Ordering::Acquire)
+        };
+        let result = db.flush();
+        let published = {
+            let mut st = shared.state.lock();
+            match result {
+                Ok(_) => st.durable = st.durable.max(target),
+                Err(e) => {
+                    tracing::error!(error = %e, "identity store flush failed; refusing further writes");
+                    st.failed = Some(e.to_string().into());
+                }
+            }
+            Durable {
+                seq: st.durable,
+                failed: st.failed.clone(),
+            }
+        };
+        if published.failed.is_none() {
+            on_durable(published.seq);
+        }
+        shared.durable.send_replace(published);
+    }
+}
+
+fn check_schema(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    match db.get(SCHEMA_KEY).map_err(open_err)? {
+        Some(found) if *found == *SCHEMA_VERSION.to_string().as_bytes() => Ok(()),
+        Some(found) => Err(StoreError::SchemaVersion {
+            path: path.to_owned(),
+            found: String::from_utf8_lossy(&found).into_owned(),
+            expected: SCHEMA_VERSION,
+        }),
+        None if tree.is_empty() => {
+            db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                .map_err(open_err)?;
+            db.flush().map_err(open_err)?;
+            Ok(())
+        }
+        None => Err(StoreError::MissingSchemaVersion { path: path.to_owned() }),
+    }
+}
+
+// ---- keys and records ------------------------------------------------------
+
+pub(crate) fn user_key(id: &str) -> Vec<u8> {
+    [b"u:", id.as_bytes()].concat()
+}
+
+pub(crate) fn group_key(id: &str) -> Vec<u8> {
+    [b"g:", id.as_bytes()].concat()
+}
+
+pub(crate) fn edge_key(group: &str, member: &str) -> Vec<u8> {
+    [b"m:", group.as_bytes(), b"\0", member.as_bytes()].concat()
+}
+
+pub(crate) fn edge_value(kind: MemberKind) -> &'static [u8] {
+    match kind {
+        MemberKind::User => b"u",
+        MemberKind::Group => b"g",
+    }
+}
+
+pub(crate) fn encode_user(user: &User) -> Vec<u8> {
+    encode_record(&user.owner, &user.meta, user.doc_json())
+}
+
+pub(crate) fn encode_group(group: &Group) -> Vec<u8> {
+    encode_record(&group.owner, &group.meta, group.doc_json())
+}
+
+fn encode_record(owner: &str, meta: &Meta, doc_json: &str) -> Vec<u8> {
+    // The document is already JSON text; splicing it in avoids parsing it
+    // again on the write path.
+    format!(
+        r#"{{"owner":{},"created":{},"modified":{},"version":{},"doc":{}}}"#,
+        Value::String(owner.to_owned()),
+        nanos(meta.created),
+        nanos(meta.last_modified),
+        meta.version,
+        doc_json
+    )
+    .into_bytes()
+}
+
+#[derive(Deserialize)]
+struct Record {
+    owner: String,
+    created: i64,
+    modified: i64,
+    version: u64,
+    doc: Map<String, Value>,
+}
+
+fn decode_record(bytes: &[u8], owners: &mut HashMap<String, Id>) -> Result<(Id, Meta, Map<String, Value>), String> {
+    let r: Record = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let owner = owners
+        .entry(r.owner)
+        .or_insert_with_key(|k| Id::from(k.as_str()))
+        .clone();
+    let meta = Meta {
+        created: from_nanos(r.created)?,
+        last_modified: from_nanos(r.modified)?,
+        version: r.version,
+    };
+    Ok((owner, meta, r.doc))
+}
+
+fn nanos(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+fn from_nanos(n: i64) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).map_err(|e| format!("bad timestamp {n}: {e}"))
+}
