@@ -27,6 +27,7 @@ pub use directory::{
 pub use error::{DirectoryError, ResourceKind, StoreError};
 pub use events::{Change, ChangeKind, PrincipalChange};
 pub use model::{Group, Id, Member, MemberKind, Meta, Principal, User};
+pub use sled::Error as SledError;
 pub use store::SCHEMA_VERSION;
 
 #[cfg(test)]

@@ -1,1 +1,22 @@
-//! wiring
+//! Portcullis: an identity-aware reverse proxy whose authorization follows
+//! the groups identity providers push over SCIM.
+//!
+//! This crate is the program: configuration, the command line, and the
+//! wiring that starts the directory and the listeners. The pieces live in
+//! their own crates (`portcullis-directory`, and the SCIM, policy and proxy
+//! crates as they land).
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, parsed from a string, validated.
+//! - [`secret`]: secrets given inline, as files, or as environment variables.
+//! - [`cli`]: subcommands and exit codes.
+//! - [`app`]: `run(config, listeners, shutdown)`, what `serve` does.
+//! - [`admin`]: health endpoints.
+//! - [`web`]: serving a hyper service on a listener with graceful shutdown.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod secret;
+pub mod web;

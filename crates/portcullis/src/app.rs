@@ -1,0 +1,123 @@
+//! Wiring: opens the identity directory and serves the listeners until
+//! shutdown. `main` stays thin; tests call [`run`] with listeners bound to
+//! `127.0.0.1:0` and their own shutdown future.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready};
+use std::time::Duration;
+
+use http::StatusCode;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use portcullis_directory::{Directory, Options, StoreError};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::web::{self, Body};
+
+/// How long in-flight requests may take to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The sockets Portcullis serves on, already bound.
+#[derive(Debug)]
+pub struct Listeners {
+    pub server: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses the configuration names.
+    pub async fn bind(config: &Config) -> Result<Listeners, RunError> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            server: bind(config.server.listen).await?,
+            admin: bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// Why Portcullis could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Opens the directory at the configured path. Blocking work (sled open and
+/// the cache rebuild) runs off the async threads.
+pub async fn open_directory(config: &Config) -> Result<Directory, RunError> {
+    let path = config.store.path.clone();
+    let directory = tokio::task::spawn_blocking(move || Directory::open(&path, Options::default())).await??;
+    Ok(directory)
+}
+
+/// Runs Portcullis until `shutdown` resolves, then drains.
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let directory = open_directory(&config).await?;
+    let stats = directory.stats();
+    tracing::info!(
+        store = %config.store.path.display(),
+        users = stats.users,
+        groups = stats.groups,
+        memberships = stats.memberships,
+        "identity directory loaded"
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    if let (Ok(server), Ok(admin)) = (listeners.server.local_addr(), listeners.admin.local_addr()) {
+        tracing::info!(%server, %admin, public_url = %config.server.public_url, "listening");
+    }
+    let server = tokio::spawn(web::serve(
+        listeners.server,
+        NoRoute,
+        stopped(stop_rx.clone()),
+        SHUTDOWN_GRACE,
+    ));
+    let admin = tokio::spawn(web::serve(
+        listeners.admin,
+        Admin::new(directory.clone()),
+        stopped(stop_rx),
+        SHUTDOWN_GRACE,
+    ));
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    server.await?;
+    admin.await?;
+    drop(directory);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The main listener's answer while no route is configured.
+#[derive(Debug, Clone, Copy)]
+struct NoRoute;
+
+impl hyper::service::Service<Request<Incoming>> for NoRoute {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn call(&self, _req: Request<Incoming>) -> Self::Future {
+        std::future::ready(Ok(web::json(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "no_route", "message": "no route matches this host and path"}),
+        )))
+    }
+}
