@@ -196,7 +196,14 @@ impl Store {
             return Err(StoreError::Failed(reason.to_string()));
         }
         self.tree.apply_batch(batch).map_err(StoreError::Write)?;
-        Ok(self.shared.applied.fetch_add(1, Ordering::AcqRel) + 1)
+        let seq = self.shared.applied.fetch_add(1, Ordering::AcqRel) + 1;
+        // Ask for the flush now rather than when the caller awaits
+        // `durable`: a caller that is cancelled before awaiting must not
+        // leave its applied change unflushed until some later write.
+        let mut st = self.shared.state.lock();
+        st.requested = st.requested.max(seq);
+        self.shared.wake.notify_one();
+        Ok(seq)
     }
 
     /// The sequence number of the last applied batch.
