@@ -622,7 +622,7 @@ impl Inner {
         let user = User::new(new_id(), actor.clone(), Meta::new(now), doc)?;
         self.check_user_name_free(user.user_name(), None)?;
 
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Writes::default();
         batch.insert(store::user_key(&user.id), store::encode_user(&user));
         let seq = self.store.apply(batch)?;
 
@@ -660,7 +660,7 @@ impl Inner {
         }
         self.check_user_name_free(updated.user_name(), Some(&current.id))?;
 
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Writes::default();
         batch.insert(store::user_key(&updated.id), store::encode_user(&updated));
         let seq = self.store.apply(batch).map_err(DirectoryError::from)?;
 
@@ -687,7 +687,7 @@ impl Inner {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
 
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Writes::default();
         batch.remove(store::user_key(&current.id));
         let mut bumped = Vec::with_capacity(groups.len());
         for group_id in &groups {
@@ -736,7 +736,7 @@ impl Inner {
         delta.apply(self, &group.id, actor, None, MembersEdit::Add(member_ids))?;
         let delta = delta.finish();
 
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Writes::default();
         batch.insert(store::group_key(&group.id), store::encode_group(&group));
         for m in &delta.add {
             batch.insert(store::edge_key(&group.id, &m.id), store::edge_value(m.kind));
@@ -823,7 +823,7 @@ impl Inner {
             }
         };
 
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Writes::default();
         batch.insert(store::group_key(&updated.id), store::encode_group(&updated));
         for m in &delta.add {
             batch.insert(store::edge_key(&updated.id, &m.id), store::edge_value(m.kind));
@@ -882,7 +882,7 @@ impl Inner {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
 
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Writes::default();
         batch.remove(store::group_key(&current.id));
         for m in &members {
             batch.remove(store::edge_key(&current.id, &m.id));
@@ -990,7 +990,7 @@ impl Inner {
     }
 
     fn index_user(&self, user: &Arc<User>) {
-        self.user_by_name.insert(fold(user.user_name()), user.id.clone());
+        self.user_by_name.insert(fold(user.user_name()).into(), user.id.clone());
         if let Some(ext) = user.external_id() {
             self.users_by_external_id
                 .entry(ext.into())
@@ -1007,7 +1007,7 @@ impl Inner {
 
     fn unindex_user(&self, user: &User) {
         let name = fold(user.user_name());
-        self.user_by_name.remove_if(&name, |_, id| *id == user.id);
+        self.user_by_name.remove_if(&*name, |_, id| *id == user.id);
         if let Some(ext) = user.external_id() {
             remove_from_set(&self.users_by_external_id, ext, &user.id);
         }
@@ -1419,8 +1419,14 @@ where
 }
 
 /// The case-insensitive key form of userName, email and displayName.
-fn fold(s: &str) -> Box<str> {
-    s.to_lowercase().into_boxed_str()
+/// Borrows when the text is already lower-case ASCII (the common case for
+/// a token claim), so a lookup does not allocate.
+fn fold(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 fn group_name_key(owner: &str, display_name: &str) -> Box<str> {

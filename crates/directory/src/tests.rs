@@ -257,7 +257,8 @@ async fn member_edits_compose_in_order() {
     }
     let s = |i: &[usize]| i.iter().map(|&i| ids[i].clone()).collect::<Vec<_>>();
     // (starting members, edits, final members, unknown ids reported)
-    let table: Vec<(Vec<usize>, Vec<MembersEdit>, Vec<usize>, usize)> = vec![
+    type Case = (Vec<usize>, Vec<MembersEdit>, Vec<usize>, usize);
+    let table: Vec<Case> = vec![
         (vec![], vec![MembersEdit::Add(s(&[0, 1]))], vec![0, 1], 0),
         (vec![0], vec![MembersEdit::Add(s(&[0]))], vec![0], 0),
         (vec![0, 1], vec![MembersEdit::Remove(s(&[1]))], vec![0], 0),

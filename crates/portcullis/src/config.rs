@@ -180,7 +180,7 @@ impl Config {
 }
 
 fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
-    errors.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    errors.sort_by_key(|e| (e.line, e.column));
     errors
 }
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every unit and integration test,
+# and the checks on shipped configuration. This is the command the README
+# gives and the one CI runs (.ci/run). It installs nothing it does not need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "unit and integration tests"
+cargo test --workspace --locked
+
+step "shipped configuration passes portcullis check"
+cargo build --locked -q -p portcullis
+for config in deploy/examples/*.toml; do
+  ./target/debug/portcullis check --config "$config"
+done
+
+echo
+echo "all checks passed"
