@@ -11,13 +11,13 @@ step "format"
 cargo fmt --all -- --check
 
 step "lints"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "unit and integration tests"
-cargo test --workspace --locked
+cargo test --workspace
 
 step "shipped configuration passes portcullis check"
-cargo build --locked -q -p portcullis
+cargo build -q -p portcullis
 for config in deploy/examples/*.toml; do
   ./target/debug/portcullis check --config "$config"
 done
