@@ -17,9 +17,8 @@ step "unit and integration tests"
 cargo test --workspace
 
 step "shipped configuration passes portcullis check"
-cargo build -q -p portcullis
 for config in deploy/examples/*.toml; do
-  ./target/debug/portcullis check --config "$config"
+  cargo run -q -p portcullis -- check --config "$config"
 done
 
 echo
