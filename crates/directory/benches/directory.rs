@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis_directory::{Directory, Id, IdentityAttr, Lookup, Options};
+use portcullis_directory::{Directory, Id, IdentityAttr, Lookup, Options, PrincipalKey};
 use serde_json::{Map, Value, json};
 
 fn main() {
@@ -191,31 +191,38 @@ fn lookups(dir: &Directory, ids: &[Id], names: &[String]) {
     // A fixed pseudo-random walk so lookups miss the CPU cache as real
     // traffic would.
     let order: Vec<usize> = (0..ids.len()).map(|i| (i * 7_919 + 13) % ids.len()).collect();
+    let keys: Vec<PrincipalKey> = ids.iter().map(|id| dir.principal(id).expect("principal").key).collect();
     let rounds = (2_000_000 / ids.len().max(1)).max(1);
     let count = rounds * ids.len();
-
-    let start = Instant::now();
-    for _ in 0..rounds {
-        for &i in &order {
-            let p = dir.principal(&ids[i]).expect("principal");
-            black_box(p.groups.len());
+    let time = |f: &dyn Fn(usize)| {
+        let start = Instant::now();
+        for _ in 0..rounds {
+            for &i in &order {
+                f(i);
+            }
         }
-    }
-    let by_id = per_op(start.elapsed(), count);
-
-    let start = Instant::now();
-    for _ in 0..rounds {
-        for &i in &order {
-            match dir.principal_by(IdentityAttr::UserName, &names[i]) {
-                Lookup::Found(p) => black_box(p.active),
-                _ => panic!("lookup failed"),
-            };
+        per_op(start.elapsed(), count)
+    };
+    let with = time(&|i| {
+        black_box(dir.with_principal(keys[i], |p| p.active && !p.groups.is_empty()));
+    });
+    let by_key = time(&|i| {
+        black_box(dir.principal_by_key(keys[i]).expect("principal").groups.len());
+    });
+    let by_id = time(&|i| {
+        black_box(dir.principal(&ids[i]).expect("principal").groups.len());
+    });
+    let by_name = time(&|i| match dir.principal_by(IdentityAttr::UserName, &names[i]) {
+        Lookup::Found(p) => {
+            black_box(p.active);
         }
-    }
-    let by_name = per_op(start.elapsed(), count);
+        _ => panic!("lookup failed"),
+    });
     let groups = dir.principal(&ids[0]).map_or(0, |p| p.groups.len());
-    println!("authorization lookup by id:       {by_id:>6.0} ns  (principal with {groups} groups)");
-    println!("authorization lookup by userName: {by_name:>6.0} ns");
+    println!("authorization lookup (with_principal, by key): {with:>5.0} ns  (principal with {groups} groups)");
+    println!("authorization lookup (principal_by_key, Arc):  {by_key:>5.0} ns");
+    println!("lookup by id text (parse + probe):             {by_id:>5.0} ns");
+    println!("lookup by userName (index, then principal):    {by_name:>5.0} ns");
 }
 
 fn per_op(d: Duration, count: usize) -> f64 {

@@ -31,10 +31,9 @@ use tokio::sync::broadcast;
 
 use crate::error::{DirectoryError, ResourceKind, StoreError};
 use crate::events::{Change, ChangeKind, PrincipalChange};
-use crate::model::{Group, Id, Member, MemberKind, Meta, Principal, User};
-use crate::store::{self, Store};
-
-type IdSet = HashSet<Id>;
+use crate::key::{Key, KeyMap, KeySet, SmallKeys, id_of, key_of, new_id};
+use crate::model::{Group, Id, Member, MemberKind, Meta, Principal, PrincipalKey, User};
+use crate::store::{self, Store, Writes};
 
 /// Tuning knobs for [`Directory::open`].
 #[derive(Debug, Clone)]
@@ -119,8 +118,10 @@ pub struct MemberView<'a> {
 
 impl MemberView<'_> {
     pub fn contains(&self, id: &str) -> bool {
-        self.members
-            .is_some_and(|m| m.users.contains(id) || m.groups.contains(id))
+        match (self.members, key_of(id)) {
+            (Some(m), Some(k)) => m.kind_of(k).is_some(),
+            _ => false,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -138,38 +139,43 @@ impl MemberView<'_> {
 
 #[derive(Debug, Default, Clone)]
 struct Members {
-    users: IdSet,
-    groups: IdSet,
+    users: KeySet,
+    groups: KeySet,
 }
 
 impl Members {
     fn iter(&self) -> impl Iterator<Item = Member> + '_ {
-        let users = self.users.iter().map(|id| Member {
-            kind: MemberKind::User,
-            id: id.clone(),
-        });
-        let groups = self.groups.iter().map(|id| Member {
-            kind: MemberKind::Group,
-            id: id.clone(),
-        });
+        self.keys().map(|(kind, k)| Member {
+            kind,
+            id: Id::from(id_of(k)),
+        })
+    }
+
+    fn keys(&self) -> impl Iterator<Item = (MemberKind, Key)> + '_ {
+        let users = self.users.iter().map(|k| (MemberKind::User, *k));
+        let groups = self.groups.iter().map(|k| (MemberKind::Group, *k));
         users.chain(groups)
     }
 
-    fn set(&mut self, kind: MemberKind) -> &mut IdSet {
+    fn set(&mut self, kind: MemberKind) -> &mut KeySet {
         match kind {
             MemberKind::User => &mut self.users,
             MemberKind::Group => &mut self.groups,
         }
     }
 
-    fn kind_of(&self, id: &str) -> Option<MemberKind> {
-        if self.users.contains(id) {
+    fn kind_of(&self, k: Key) -> Option<MemberKind> {
+        if self.users.contains(&k) {
             Some(MemberKind::User)
-        } else if self.groups.contains(id) {
+        } else if self.groups.contains(&k) {
             Some(MemberKind::Group)
         } else {
             None
         }
+    }
+
+    fn len(&self) -> usize {
+        self.users.len() + self.groups.len()
     }
 }
 
@@ -179,28 +185,31 @@ pub struct Directory {
     inner: Arc<Inner>,
 }
 
+/// Every map is keyed by the `u128` form of resource ids (see
+/// [`crate::key`]); strings appear only in the secondary indexes, whose keys
+/// come from outside.
 #[derive(Debug)]
 struct Inner {
-    users: DashMap<Id, Arc<User>>,
-    groups: DashMap<Id, Arc<Group>>,
-    /// Lower-cased userName -> user id. userName is unique across all
-    /// clients: it is what tokens are bound to.
-    user_by_name: DashMap<Box<str>, Id>,
-    users_by_external_id: DashMap<Box<str>, IdSet>,
-    /// Lower-cased email -> user ids.
-    users_by_email: DashMap<Box<str>, IdSet>,
-    /// `owner \0 lower-cased displayName` -> group id: unique per client.
-    group_by_name: DashMap<Box<str>, Id>,
-    groups_by_external_id: DashMap<Box<str>, IdSet>,
-    /// Group id -> direct members.
-    members: DashMap<Id, Members>,
-    /// User id -> groups it is a direct member of.
-    user_groups: DashMap<Id, IdSet>,
-    /// Group id -> groups it is a direct member of.
-    group_parents: DashMap<Id, IdSet>,
-    /// User id -> what the proxy authorizes with, recomputed on every change
+    users: KeyMap<Arc<User>>,
+    groups: KeyMap<Arc<Group>>,
+    /// Lower-cased userName -> user. userName is unique across all clients:
+    /// it is what tokens are bound to.
+    user_by_name: DashMap<Box<str>, Key>,
+    users_by_external_id: DashMap<Box<str>, SmallKeys>,
+    /// Lower-cased email -> users.
+    users_by_email: DashMap<Box<str>, SmallKeys>,
+    /// `owner \0 lower-cased displayName` -> group: unique per client.
+    group_by_name: DashMap<Box<str>, Key>,
+    groups_by_external_id: DashMap<Box<str>, SmallKeys>,
+    /// Group -> direct members.
+    members: KeyMap<Members>,
+    /// User -> groups it is a direct member of.
+    user_groups: KeyMap<SmallKeys>,
+    /// Group -> groups it is a direct member of.
+    group_parents: KeyMap<SmallKeys>,
+    /// User -> what the proxy authorizes with, recomputed on every change
     /// that touches the user.
-    principals: DashMap<Id, Arc<Principal>>,
+    principals: KeyMap<Arc<Principal>>,
     /// Serializes writers; held only across synchronous work.
     writer: Mutex<()>,
     publisher: Arc<Publisher>,
@@ -252,24 +261,29 @@ impl Directory {
                 Box::new(move |seq| publisher.publish_through(seq)),
             )?
         };
-        let loaded = store.load()?;
+        if let Some(key) = store.unknown_key() {
+            return Err(StoreError::Corrupt {
+                key,
+                reason: "unknown key prefix; written by another version?".into(),
+            });
+        }
         let inner = Inner {
-            users: DashMap::with_capacity(loaded.users.len()),
-            groups: DashMap::with_capacity(loaded.groups.len()),
-            user_by_name: DashMap::with_capacity(loaded.users.len()),
+            users: KeyMap::default(),
+            groups: KeyMap::default(),
+            user_by_name: DashMap::new(),
             users_by_external_id: DashMap::new(),
             users_by_email: DashMap::new(),
-            group_by_name: DashMap::with_capacity(loaded.groups.len()),
+            group_by_name: DashMap::new(),
             groups_by_external_id: DashMap::new(),
-            members: DashMap::with_capacity(loaded.groups.len()),
-            user_groups: DashMap::with_capacity(loaded.users.len()),
-            group_parents: DashMap::new(),
-            principals: DashMap::with_capacity(loaded.users.len()),
+            members: KeyMap::default(),
+            user_groups: KeyMap::default(),
+            group_parents: KeyMap::default(),
+            principals: KeyMap::default(),
             writer: Mutex::new(()),
             publisher,
             store,
         };
-        inner.rebuild(loaded)?;
+        inner.rebuild()?;
         Ok(Directory { inner: Arc::new(inner) })
     }
 
@@ -296,11 +310,10 @@ impl Directory {
     }
 
     pub fn stats(&self) -> Stats {
-        let memberships = self.inner.members.iter().map(|m| m.users.len() + m.groups.len()).sum();
         Stats {
             users: self.inner.users.len(),
             groups: self.inner.groups.len(),
-            memberships,
+            memberships: self.inner.members.iter().map(|m| m.len()).sum(),
         }
     }
 
@@ -312,25 +325,38 @@ impl Directory {
 
     /// The authorization view of a user, by id: one map read.
     pub fn principal(&self, id: &str) -> Option<Arc<Principal>> {
-        self.inner.principals.get(id).map(|p| p.clone())
+        self.inner.principals.get(&key_of(id)?).map(|p| p.clone())
+    }
+
+    /// The authorization view of a user by its key: one hash map probe, no
+    /// text. What the proxy calls on every request.
+    pub fn principal_by_key(&self, key: PrincipalKey) -> Option<Arc<Principal>> {
+        self.inner.principals.get(&key.0).map(|p| p.clone())
+    }
+
+    /// Runs `f` on a user's principal without taking a reference count;
+    /// the shard's read lock is held only while `f` runs, which is why `f`
+    /// is synchronous.
+    pub fn with_principal<R>(&self, key: PrincipalKey, f: impl FnOnce(&Principal) -> R) -> Option<R> {
+        self.inner.principals.get(&key.0).map(|p| f(&p))
     }
 
     /// Binds an identity (a token claim) to a user.
     pub fn principal_by(&self, attr: IdentityAttr, value: &str) -> Lookup {
         let inner = &self.inner;
-        let found = |id: &Id| match inner.principals.get(id) {
+        let found = |k: Key| match inner.principals.get(&k) {
             Some(p) => Lookup::Found(p.clone()),
             None => Lookup::NotFound,
         };
-        let from_set = |set: Option<dashmap::mapref::one::Ref<'_, Box<str>, IdSet>>| match set {
+        let from_set = |set: Option<dashmap::mapref::one::Ref<'_, Box<str>, SmallKeys>>| match set {
             None => Lookup::NotFound,
-            Some(ids) if ids.len() == 1 => ids.iter().next().map_or(Lookup::NotFound, found),
-            Some(ids) if ids.is_empty() => Lookup::NotFound,
-            Some(ids) => Lookup::Ambiguous(ids.len()),
+            Some(keys) if keys.len() == 1 => keys.iter().next().map_or(Lookup::NotFound, found),
+            Some(keys) if keys.is_empty() => Lookup::NotFound,
+            Some(keys) => Lookup::Ambiguous(keys.len()),
         };
         match attr {
-            IdentityAttr::UserName => match inner.user_by_name.get(&*fold(value)) {
-                Some(id) => found(&id),
+            IdentityAttr::UserName => match inner.user_by_name.get(&*fold(value)).map(|k| *k) {
+                Some(k) => found(k),
                 None => Lookup::NotFound,
             },
             IdentityAttr::ExternalId => from_set(inner.users_by_external_id.get(value)),
@@ -339,40 +365,41 @@ impl Directory {
     }
 
     pub fn user(&self, id: &str) -> Option<Arc<User>> {
-        self.inner.users.get(id).map(|u| u.clone())
+        self.inner.users.get(&key_of(id)?).map(|u| u.clone())
     }
 
     pub fn group(&self, id: &str) -> Option<Arc<Group>> {
-        self.inner.groups.get(id).map(|g| g.clone())
+        self.inner.groups.get(&key_of(id)?).map(|g| g.clone())
     }
 
     /// A user by userName, case-insensitively.
     pub fn user_by_name(&self, user_name: &str) -> Option<Arc<User>> {
-        let id = self.inner.user_by_name.get(&*fold(user_name))?.clone();
-        self.user(&id)
+        let k = *self.inner.user_by_name.get(&*fold(user_name))?;
+        self.inner.users.get(&k).map(|u| u.clone())
     }
 
     pub fn users_by_external_id(&self, external_id: &str) -> Vec<Arc<User>> {
-        self.users_in(self.inner.users_by_external_id.get(external_id).map(|s| s.clone()))
+        let keys = self.inner.users_by_external_id.get(external_id).map(|s| s.clone());
+        self.users_in(keys)
     }
 
     pub fn users_by_email(&self, email: &str) -> Vec<Arc<User>> {
-        self.users_in(self.inner.users_by_email.get(&*fold(email)).map(|s| s.clone()))
+        let keys = self.inner.users_by_email.get(&*fold(email)).map(|s| s.clone());
+        self.users_in(keys)
     }
 
     /// A client's group by displayName, case-insensitively.
     pub fn group_by_name(&self, owner: &str, display_name: &str) -> Option<Arc<Group>> {
-        let id = self
-            .inner
-            .group_by_name
-            .get(&*group_name_key(owner, display_name))?
-            .clone();
-        self.group(&id)
+        let k = *self.inner.group_by_name.get(&*group_name_key(owner, display_name))?;
+        self.inner.groups.get(&k).map(|g| g.clone())
     }
 
     pub fn groups_by_external_id(&self, external_id: &str) -> Vec<Arc<Group>> {
-        let ids = self.inner.groups_by_external_id.get(external_id).map(|s| s.clone());
-        ids.into_iter().flatten().filter_map(|id| self.group(&id)).collect()
+        let keys = self.inner.groups_by_external_id.get(external_id).map(|s| s.clone());
+        keys.iter()
+            .flat_map(|s| s.iter())
+            .filter_map(|k| self.inner.groups.get(&k).map(|g| g.clone()))
+            .collect()
     }
 
     /// Every user a client owns, in no particular order.
@@ -402,31 +429,31 @@ impl Directory {
 
     /// A group's direct members, sorted (users first, then by id).
     pub fn members_of(&self, group_id: &str) -> Vec<Member> {
-        let mut out: Vec<Member> = self
-            .inner
-            .members
-            .get(group_id)
-            .map(|m| m.iter().collect())
+        let mut out: Vec<Member> = key_of(group_id)
+            .and_then(|k| self.inner.members.get(&k).map(|m| m.iter().collect()))
             .unwrap_or_default();
         out.sort();
         out
     }
 
-    /// The groups a user is a direct member of.
+    /// The groups a user is a direct member of, by display name.
     pub fn direct_groups_of(&self, user_id: &str) -> Vec<Arc<Group>> {
-        let ids: Vec<Id> = self
-            .inner
-            .user_groups
-            .get(user_id)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        let mut groups: Vec<Arc<Group>> = ids.iter().filter_map(|id| self.group(id)).collect();
+        let keys = key_of(user_id).and_then(|k| self.inner.user_groups.get(&k).map(|s| s.clone()));
+        let mut groups: Vec<Arc<Group>> = keys
+            .iter()
+            .flat_map(|s| s.iter())
+            .filter_map(|k| self.inner.groups.get(&k).map(|g| g.clone()))
+            .collect();
         groups.sort_by(|a, b| a.display_name().cmp(b.display_name()).then(a.id.cmp(&b.id)));
         groups
     }
 
-    fn users_in(&self, ids: Option<IdSet>) -> Vec<Arc<User>> {
-        let mut users: Vec<Arc<User>> = ids.into_iter().flatten().filter_map(|id| self.user(&id)).collect();
+    fn users_in(&self, keys: Option<SmallKeys>) -> Vec<Arc<User>> {
+        let mut users: Vec<Arc<User>> = keys
+            .iter()
+            .flat_map(|s| s.iter())
+            .filter_map(|k| self.inner.users.get(&k).map(|u| u.clone()))
+            .collect();
         users.sort_by(|a, b| a.id.cmp(&b.id));
         users
     }
@@ -547,9 +574,8 @@ impl Directory {
             );
         }
         for m in self.inner.members.iter() {
-            for member in m.iter() {
-                dump.edges
-                    .insert((m.key().to_string(), member.kind, member.id.to_string()));
+            for (kind, k) in m.keys() {
+                dump.edges.insert((id_of(*m.key()), kind, id_of(k)));
             }
         }
         for p in self.inner.principals.iter() {
@@ -572,46 +598,85 @@ pub struct Dump {
 impl Inner {
     // ---- rebuild ------------------------------------------------------
 
-    fn rebuild(&self, loaded: store::Loaded) -> Result<(), StoreError> {
-        let corrupt = |key: String, reason: &str| StoreError::Corrupt {
-            key,
-            reason: reason.to_owned(),
-        };
-        for user in loaded.users {
-            let user = Arc::new(user);
-            if self.user_by_name.contains_key(&*fold(user.user_name())) {
-                return Err(corrupt(format!("u:{}", user.id), "duplicate userName"));
+    /// Loads the store into the maps. Users load on one thread while
+    /// groups and memberships load on another (they touch different maps,
+    /// and membership needs only keys); principals are then computed on
+    /// both.
+    fn rebuild(&self) -> Result<(), StoreError> {
+        std::thread::scope(|s| {
+            let users = s.spawn(|| self.load_users());
+            let groups = self.load_groups();
+            let users = users.join().unwrap_or_else(|_| {
+                Err(StoreError::Corrupt {
+                    key: "u:*".into(),
+                    reason: "loader thread panicked".into(),
+                })
+            });
+            groups.and(users)
+        })?;
+        // Memberships may only name resources that exist.
+        for e in self.user_groups.iter() {
+            if !self.users.contains_key(e.key()) {
+                return Err(dangling(*e.key(), e.value()));
             }
-            self.index_user(&user);
-            self.users.insert(user.id.clone(), user);
         }
-        for group in loaded.groups {
-            let group = Arc::new(group);
-            self.index_group(&group);
-            self.groups.insert(group.id.clone(), group);
-        }
-        for (group, kind, member) in loaded.edges {
-            let key = || format!("m:{group}/{member}");
-            let group_id = self
-                .groups
-                .get(&*group)
-                .map(|g| g.id.clone())
-                .ok_or_else(|| corrupt(key(), "membership of an unknown group"))?;
-            let member_id = match kind {
-                MemberKind::User => self.users.get(&*member).map(|u| u.id.clone()),
-                MemberKind::Group => self.groups.get(&*member).map(|g| g.id.clone()),
+        for e in self.group_parents.iter() {
+            if !self.groups.contains_key(e.key()) {
+                return Err(dangling(*e.key(), e.value()));
             }
-            .ok_or_else(|| corrupt(key(), "membership of an unknown member"))?;
-            self.link(&group_id, kind, &member_id);
         }
         let generation = self.store.applied();
-        let ids: Vec<Id> = self.users.iter().map(|u| u.id.clone()).collect();
-        for id in ids {
-            if let Some(p) = self.compute_principal(&id, generation) {
-                self.principals.insert(id, Arc::new(p));
+        let keys: Vec<Key> = self.users.iter().map(|u| *u.key()).collect();
+        let (a, b) = keys.split_at(keys.len() / 2);
+        std::thread::scope(|s| {
+            s.spawn(|| self.compute_all(a, generation));
+            self.compute_all(b, generation);
+        });
+        Ok(())
+    }
+
+    fn load_users(&self) -> Result<(), StoreError> {
+        let mut owners = HashMap::new();
+        self.store.scan("u:", |id, value| {
+            let (owner, meta, doc) = store::decode_record(value, &mut owners)?;
+            let user = Arc::new(User::from_stored(id.into(), owner, meta, doc)?);
+            if self.user_by_name.contains_key(&*fold(user.user_name())) {
+                return Err("duplicate userName".into());
+            }
+            self.index_user(&user);
+            self.users.insert(user.key(), user);
+            Ok(())
+        })
+    }
+
+    fn load_groups(&self) -> Result<(), StoreError> {
+        let mut owners = HashMap::new();
+        self.store.scan("g:", |id, value| {
+            let (owner, meta, doc) = store::decode_record(value, &mut owners)?;
+            let group = Arc::new(Group::from_stored(id.into(), owner, meta, doc)?);
+            self.index_group(&group);
+            self.members.insert(group.key(), Members::default());
+            self.groups.insert(group.key(), group);
+            Ok(())
+        })?;
+        self.store.scan("m:", |rest, value| {
+            let (group, members) = store::decode_members(rest, value)?;
+            if !self.groups.contains_key(&group) {
+                return Err("members of an unknown group".into());
+            }
+            for (kind, member) in members {
+                self.link(group, kind, member);
+            }
+            Ok(())
+        })
+    }
+
+    fn compute_all(&self, keys: &[Key], generation: u64) {
+        for &k in keys {
+            if let Some(p) = self.compute_principal(k, generation) {
+                self.principals.insert(k, Arc::new(p));
             }
         }
-        Ok(())
     }
 
     // ---- user writes --------------------------------------------------
@@ -619,17 +684,18 @@ impl Inner {
     fn create_user(&self, actor: &Id, doc: Map<String, Value>) -> Result<(u64, Arc<User>), DirectoryError> {
         let _writer = self.writer.lock();
         let now = now();
-        let user = User::new(new_id(), actor.clone(), Meta::new(now), doc)?;
+        let (_, id) = new_id();
+        let user = User::new(id, actor.clone(), Meta::new(now), doc)?;
         self.check_user_name_free(user.user_name(), None)?;
 
-        let mut batch = store::Writes::default();
-        batch.insert(store::user_key(&user.id), store::encode_user(&user));
-        let seq = self.store.apply(batch)?;
+        let mut writes = Writes::default();
+        writes.insert(store::user_key(&user.id), store::encode_user(&user));
+        let seq = self.store.apply(writes)?;
 
         let user = Arc::new(user);
         self.index_user(&user);
-        self.users.insert(user.id.clone(), user.clone());
-        let principals = self.refresh_principals([user.id.clone()], seq);
+        self.users.insert(user.key(), user.clone());
+        let principals = self.refresh_principals([user.key()], seq);
         self.queue(
             seq,
             actor,
@@ -658,17 +724,17 @@ impl Inner {
         if updated.doc_json() == current.doc_json() {
             return Ok((None, current));
         }
-        self.check_user_name_free(updated.user_name(), Some(&current.id))?;
+        self.check_user_name_free(updated.user_name(), Some(current.key()))?;
 
-        let mut batch = store::Writes::default();
-        batch.insert(store::user_key(&updated.id), store::encode_user(&updated));
-        let seq = self.store.apply(batch).map_err(DirectoryError::from)?;
+        let mut writes = Writes::default();
+        writes.insert(store::user_key(&updated.id), store::encode_user(&updated));
+        let seq = self.store.apply(writes).map_err(DirectoryError::from)?;
 
         let updated = Arc::new(updated);
         self.unindex_user(&current);
         self.index_user(&updated);
-        self.users.insert(updated.id.clone(), updated.clone());
-        let principals = self.refresh_principals([updated.id.clone()], seq);
+        self.users.insert(updated.key(), updated.clone());
+        let principals = self.refresh_principals([updated.key()], seq);
         let kind = ChangeKind::UserUpdated {
             before: current,
             after: updated.clone(),
@@ -680,35 +746,37 @@ impl Inner {
     fn delete_user(&self, actor: &str, id: &str, expected_version: Option<u64>) -> Result<u64, DirectoryError> {
         let _writer = self.writer.lock();
         let current = self.owned_user(actor, id, expected_version)?;
+        let key = current.key();
         let now = now();
-        let groups: Vec<Id> = self
+        let groups: Vec<Key> = self
             .user_groups
-            .get(&current.id)
-            .map(|s| s.iter().cloned().collect())
+            .get(&key)
+            .map(|s| s.iter().collect())
             .unwrap_or_default();
 
-        let mut batch = store::Writes::default();
-        batch.remove(store::user_key(&current.id));
+        let mut writes = Writes::default();
+        writes.remove(store::user_key(&current.id));
+        let gone = MemberChange::removing(MemberKind::User, key);
         let mut bumped = Vec::with_capacity(groups.len());
-        for group_id in &groups {
-            batch.remove(store::edge_key(group_id, &current.id));
-            if let Some(g) = self.bump_group(group_id, now) {
-                batch.insert(store::group_key(&g.id), store::encode_group(&g));
-                bumped.push(g);
+        for &g in &groups {
+            self.write_buckets(&mut writes, g, &gone);
+            if let Some(group) = self.bump_group(g, now) {
+                writes.insert(store::group_key(&group.id), store::encode_group(&group));
+                bumped.push(group);
             }
         }
-        let seq = self.store.apply(batch)?;
+        let seq = self.store.apply(writes)?;
 
-        for group_id in &groups {
-            self.unlink(group_id, MemberKind::User, &current.id);
+        for &g in &groups {
+            self.unlink(g, MemberKind::User, key);
         }
         for g in bumped {
-            self.groups.insert(g.id.clone(), g);
+            self.groups.insert(g.key(), g);
         }
-        self.user_groups.remove(&current.id);
+        self.user_groups.remove(&key);
         self.unindex_user(&current);
-        self.users.remove(&current.id);
-        let principals = self.refresh_principals([current.id.clone()], seq);
+        self.users.remove(&key);
+        let principals = self.refresh_principals([key], seq);
         let owner = current.owner.clone();
         self.queue(
             seq,
@@ -730,38 +798,37 @@ impl Inner {
     ) -> Result<(u64, GroupWrite), DirectoryError> {
         let _writer = self.writer.lock();
         let now = now();
-        let group = Group::new(new_id(), actor.clone(), Meta::new(now), doc)?;
+        let (_, id) = new_id();
+        let group = Group::new(id, actor.clone(), Meta::new(now), doc)?;
         self.check_group_name_free(&group.owner, group.display_name(), None)?;
         let mut delta = Delta::default();
-        delta.apply(self, &group.id, actor, None, MembersEdit::Add(member_ids))?;
-        let delta = delta.finish();
+        delta.apply(self, group.key(), actor, None, MembersEdit::Add(member_ids))?;
+        let change = delta.finish();
 
-        let mut batch = store::Writes::default();
-        batch.insert(store::group_key(&group.id), store::encode_group(&group));
-        for m in &delta.add {
-            batch.insert(store::edge_key(&group.id, &m.id), store::edge_value(m.kind));
-        }
-        let seq = self.store.apply(batch)?;
+        let mut writes = Writes::default();
+        writes.insert(store::group_key(&group.id), store::encode_group(&group));
+        self.write_buckets(&mut writes, group.key(), &change);
+        let seq = self.store.apply(writes)?;
 
         let group = Arc::new(group);
         self.index_group(&group);
-        self.groups.insert(group.id.clone(), group.clone());
-        self.members.insert(group.id.clone(), Members::default());
-        for m in &delta.add {
-            self.link(&group.id, m.kind, &m.id);
+        self.groups.insert(group.key(), group.clone());
+        self.members.insert(group.key(), Members::default());
+        for &(kind, k) in &change.add {
+            self.link(group.key(), kind, k);
         }
-        let affected = self.users_affected_by(&delta.add);
+        let affected = self.users_affected_by(&change.add);
         let principals = self.refresh_principals(affected, seq);
         let kind = ChangeKind::GroupCreated {
             after: group.clone(),
-            added: delta.add.clone(),
+            added: members(&change.add),
         };
         self.queue(seq, actor, now, kind, principals);
         Ok((
             seq,
             GroupWrite {
                 group,
-                unknown_members: delta.unknown,
+                unknown_members: change.unknown,
             },
         ))
     }
@@ -778,9 +845,10 @@ impl Inner {
     {
         let _writer = self.writer.lock();
         let current = self.owned_group(actor, id, expected_version)?;
+        let gkey = current.key();
         let update = {
             // The read guard is dropped before any map is written below.
-            let members = self.members.get(&current.id);
+            let members = self.members.get(&gkey);
             let view = MemberView {
                 members: members.as_deref(),
             };
@@ -789,9 +857,9 @@ impl Inner {
         let now = now();
         let mut delta = Delta::default();
         for op in update.members {
-            delta.apply(self, &current.id, actor, Some(&current.id), op)?;
+            delta.apply(self, gkey, actor, Some(gkey), op)?;
         }
-        let delta = delta.finish();
+        let change = delta.finish();
         let renamed = match update.doc {
             Some(doc) => {
                 let g = Group::new(current.id.clone(), current.owner.clone(), current.meta.bumped(now), doc)?;
@@ -799,12 +867,12 @@ impl Inner {
             }
             None => None,
         };
-        if renamed.is_none() && delta.add.is_empty() && delta.remove.is_empty() {
+        if renamed.is_none() && change.is_empty() {
             return Ok((
                 None,
                 GroupWrite {
                     group: current,
-                    unknown_members: delta.unknown,
+                    unknown_members: change.unknown,
                 },
             ));
         }
@@ -812,7 +880,7 @@ impl Inner {
             .as_ref()
             .is_some_and(|g| g.display_name() != current.display_name());
         if let Some(g) = &renamed {
-            self.check_group_name_free(&g.owner, g.display_name(), Some(&g.id))?;
+            self.check_group_name_free(&g.owner, g.display_name(), Some(gkey))?;
         }
         let updated = match renamed {
             Some(g) => g,
@@ -823,44 +891,39 @@ impl Inner {
             }
         };
 
-        let mut batch = store::Writes::default();
-        batch.insert(store::group_key(&updated.id), store::encode_group(&updated));
-        for m in &delta.add {
-            batch.insert(store::edge_key(&updated.id, &m.id), store::edge_value(m.kind));
-        }
-        for m in &delta.remove {
-            batch.remove(store::edge_key(&updated.id, &m.id));
-        }
-        let seq = self.store.apply(batch).map_err(DirectoryError::from)?;
+        let mut writes = Writes::default();
+        writes.insert(store::group_key(&updated.id), store::encode_group(&updated));
+        self.write_buckets(&mut writes, gkey, &change);
+        let seq = self.store.apply(writes).map_err(DirectoryError::from)?;
 
         let updated = Arc::new(updated);
         self.unindex_group(&current);
         self.index_group(&updated);
-        self.groups.insert(updated.id.clone(), updated.clone());
-        for m in &delta.add {
-            self.link(&updated.id, m.kind, &m.id);
+        self.groups.insert(gkey, updated.clone());
+        for &(kind, k) in &change.add {
+            self.link(gkey, kind, k);
         }
-        for m in &delta.remove {
-            self.unlink(&updated.id, m.kind, &m.id);
+        for &(kind, k) in &change.remove {
+            self.unlink(gkey, kind, k);
         }
-        let mut affected = self.users_affected_by(&delta.add);
-        affected.extend(self.users_affected_by(&delta.remove));
+        let mut affected = self.users_affected_by(&change.add);
+        affected.extend(self.users_affected_by(&change.remove));
         if name_changed {
-            self.users_under(&updated.id, &mut affected);
+            self.users_under(gkey, &mut affected);
         }
         let principals = self.refresh_principals(affected, seq);
         let kind = ChangeKind::GroupUpdated {
             before: current,
             after: updated.clone(),
-            added: delta.add,
-            removed: delta.remove,
+            added: members(&change.add),
+            removed: members(&change.remove),
         };
         self.queue(seq, &updated.owner, now, kind, principals);
         Ok((
             Some(seq),
             GroupWrite {
                 group: updated,
-                unknown_members: delta.unknown,
+                unknown_members: change.unknown,
             },
         ))
     }
@@ -868,53 +931,51 @@ impl Inner {
     fn delete_group(&self, actor: &str, id: &str, expected_version: Option<u64>) -> Result<u64, DirectoryError> {
         let _writer = self.writer.lock();
         let current = self.owned_group(actor, id, expected_version)?;
+        let gkey = current.key();
         let now = now();
-        let mut affected = HashSet::new();
-        self.users_under(&current.id, &mut affected);
-        let members: Vec<Member> = self
-            .members
-            .get(&current.id)
-            .map(|m| m.iter().collect())
-            .unwrap_or_default();
-        let parents: Vec<Id> = self
+        let mut affected = KeySet::default();
+        self.users_under(gkey, &mut affected);
+        let members: Vec<(MemberKind, Key)> = self.members.get(&gkey).map(|m| m.keys().collect()).unwrap_or_default();
+        let parents: Vec<Key> = self
             .group_parents
-            .get(&current.id)
-            .map(|s| s.iter().cloned().collect())
+            .get(&gkey)
+            .map(|s| s.iter().collect())
             .unwrap_or_default();
 
-        let mut batch = store::Writes::default();
-        batch.remove(store::group_key(&current.id));
-        for m in &members {
-            batch.remove(store::edge_key(&current.id, &m.id));
+        let mut writes = Writes::default();
+        writes.remove(store::group_key(&current.id));
+        for bucket in 0..16 {
+            writes.remove(store::members_key(&current.id, bucket));
         }
+        let gone = MemberChange::removing(MemberKind::Group, gkey);
         let mut bumped = Vec::with_capacity(parents.len());
-        for parent in &parents {
-            batch.remove(store::edge_key(parent, &current.id));
+        for &parent in &parents {
+            self.write_buckets(&mut writes, parent, &gone);
             if let Some(g) = self.bump_group(parent, now) {
-                batch.insert(store::group_key(&g.id), store::encode_group(&g));
+                writes.insert(store::group_key(&g.id), store::encode_group(&g));
                 bumped.push(g);
             }
         }
-        let seq = self.store.apply(batch)?;
+        let seq = self.store.apply(writes)?;
 
-        for m in &members {
-            self.unlink(&current.id, m.kind, &m.id);
+        for &(kind, k) in &members {
+            self.unlink(gkey, kind, k);
         }
-        for parent in &parents {
-            self.unlink(parent, MemberKind::Group, &current.id);
+        for &parent in &parents {
+            self.unlink(parent, MemberKind::Group, gkey);
         }
         for g in bumped {
-            self.groups.insert(g.id.clone(), g);
+            self.groups.insert(g.key(), g);
         }
-        self.members.remove(&current.id);
-        self.group_parents.remove(&current.id);
+        self.members.remove(&gkey);
+        self.group_parents.remove(&gkey);
         self.unindex_group(&current);
-        self.groups.remove(&current.id);
+        self.groups.remove(&gkey);
         let principals = self.refresh_principals(affected, seq);
         let owner = current.owner.clone();
         let kind = ChangeKind::GroupDeleted {
             before: current,
-            removed: members,
+            removed: self::members(&members),
         };
         self.queue(seq, &owner, now, kind, principals);
         Ok(seq)
@@ -923,10 +984,8 @@ impl Inner {
     // ---- helpers ------------------------------------------------------
 
     fn owned_user(&self, actor: &str, id: &str, expected: Option<u64>) -> Result<Arc<User>, DirectoryError> {
-        let user = self
-            .users
-            .get(id)
-            .map(|u| u.clone())
+        let user = key_of(id)
+            .and_then(|k| self.users.get(&k).map(|u| u.clone()))
             .filter(|u| &*u.owner == actor)
             .ok_or_else(|| DirectoryError::NotFound {
                 kind: ResourceKind::User,
@@ -937,10 +996,8 @@ impl Inner {
     }
 
     fn owned_group(&self, actor: &str, id: &str, expected: Option<u64>) -> Result<Arc<Group>, DirectoryError> {
-        let group = self
-            .groups
-            .get(id)
-            .map(|g| g.clone())
+        let group = key_of(id)
+            .and_then(|k| self.groups.get(&k).map(|g| g.clone()))
             .filter(|g| &*g.owner == actor)
             .ok_or_else(|| DirectoryError::NotFound {
                 kind: ResourceKind::Group,
@@ -950,9 +1007,9 @@ impl Inner {
         Ok(group)
     }
 
-    fn check_user_name_free(&self, user_name: &str, except: Option<&Id>) -> Result<(), DirectoryError> {
-        match self.user_by_name.get(&*fold(user_name)) {
-            Some(holder) if Some(&*holder) != except => Err(DirectoryError::Conflict {
+    fn check_user_name_free(&self, user_name: &str, except: Option<Key>) -> Result<(), DirectoryError> {
+        match self.user_by_name.get(&*fold(user_name)).map(|k| *k) {
+            Some(holder) if Some(holder) != except => Err(DirectoryError::Conflict {
                 attribute: "userName",
                 value: user_name.to_owned(),
             }),
@@ -960,9 +1017,9 @@ impl Inner {
         }
     }
 
-    fn check_group_name_free(&self, owner: &str, name: &str, except: Option<&Id>) -> Result<(), DirectoryError> {
-        match self.group_by_name.get(&*group_name_key(owner, name)) {
-            Some(holder) if Some(&*holder) != except => Err(DirectoryError::Conflict {
+    fn check_group_name_free(&self, owner: &str, name: &str, except: Option<Key>) -> Result<(), DirectoryError> {
+        match self.group_by_name.get(&*group_name_key(owner, name)).map(|k| *k) {
+            Some(holder) if Some(holder) != except => Err(DirectoryError::Conflict {
                 attribute: "displayName",
                 value: name.to_owned(),
             }),
@@ -971,11 +1028,51 @@ impl Inner {
     }
 
     /// A copy of a group with its version bumped (its members changed).
-    fn bump_group(&self, id: &str, now: OffsetDateTime) -> Option<Arc<Group>> {
-        let current = self.groups.get(id)?.clone();
+    fn bump_group(&self, k: Key, now: OffsetDateTime) -> Option<Arc<Group>> {
+        let current = self.groups.get(&k)?.clone();
         let mut g = (*current).clone();
         g.meta = current.meta.bumped(now);
         Some(Arc::new(g))
+    }
+
+    /// Adds to `writes` the member buckets of `group` that `change` touches,
+    /// as they will be once it is applied.
+    fn write_buckets(&self, writes: &mut Writes, group: Key, change: &MemberChange) {
+        let group_id = id_of(group);
+        let mut touched: Vec<u8> = change
+            .add
+            .iter()
+            .chain(&change.remove)
+            .map(|(_, k)| store::bucket_of(*k))
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let current = self.members.get(&group);
+        for bucket in touched {
+            let removed: KeySet = change
+                .remove
+                .iter()
+                .filter(|(_, k)| store::bucket_of(*k) == bucket)
+                .map(|(_, k)| *k)
+                .collect();
+            let kept = current
+                .iter()
+                .flat_map(|m| m.keys())
+                .filter(|(_, k)| store::bucket_of(*k) == bucket && !removed.contains(k));
+            let added = change
+                .add
+                .iter()
+                .copied()
+                .filter(|(_, k)| store::bucket_of(*k) == bucket);
+            let mut entries: Vec<(MemberKind, Key)> = kept.chain(added).collect();
+            entries.sort_unstable_by_key(|(_, k)| *k);
+            let key = store::members_key(&group_id, bucket);
+            if entries.is_empty() {
+                writes.remove(key);
+            } else {
+                writes.insert(key, store::encode_members(entries.into_iter()));
+            }
+        }
     }
 
     fn queue(&self, seq: u64, actor: &Id, at: OffsetDateTime, kind: ChangeKind, principals: Vec<PrincipalChange>) {
@@ -990,86 +1087,79 @@ impl Inner {
     }
 
     fn index_user(&self, user: &Arc<User>) {
-        self.user_by_name.insert(fold(user.user_name()).into(), user.id.clone());
+        let k = user.key();
+        self.user_by_name.insert(fold(user.user_name()).into(), k);
         if let Some(ext) = user.external_id() {
-            self.users_by_external_id
-                .entry(ext.into())
-                .or_default()
-                .insert(user.id.clone());
+            self.users_by_external_id.entry(ext.into()).or_default().insert(k);
         }
         for email in user.emails() {
-            self.users_by_email
-                .entry(email.into())
-                .or_default()
-                .insert(user.id.clone());
+            self.users_by_email.entry(email.into()).or_default().insert(k);
         }
     }
 
     fn unindex_user(&self, user: &User) {
-        let name = fold(user.user_name());
-        self.user_by_name.remove_if(&*name, |_, id| *id == user.id);
+        let k = user.key();
+        self.user_by_name
+            .remove_if(&*fold(user.user_name()), |_, holder| *holder == k);
         if let Some(ext) = user.external_id() {
-            remove_from_set(&self.users_by_external_id, ext, &user.id);
+            remove_from_index(&self.users_by_external_id, ext, k);
         }
         for email in user.emails() {
-            remove_from_set(&self.users_by_email, email, &user.id);
+            remove_from_index(&self.users_by_email, email, k);
         }
     }
 
     fn index_group(&self, group: &Arc<Group>) {
+        let k = group.key();
         self.group_by_name
-            .insert(group_name_key(&group.owner, group.display_name()), group.id.clone());
+            .insert(group_name_key(&group.owner, group.display_name()), k);
         if let Some(ext) = group.external_id() {
-            self.groups_by_external_id
-                .entry(ext.into())
-                .or_default()
-                .insert(group.id.clone());
+            self.groups_by_external_id.entry(ext.into()).or_default().insert(k);
         }
     }
 
     fn unindex_group(&self, group: &Group) {
-        let key = group_name_key(&group.owner, group.display_name());
-        self.group_by_name.remove_if(&key, |_, id| *id == group.id);
+        let k = group.key();
+        let name = group_name_key(&group.owner, group.display_name());
+        self.group_by_name.remove_if(&name, |_, holder| *holder == k);
         if let Some(ext) = group.external_id() {
-            remove_from_set(&self.groups_by_external_id, ext, &group.id);
+            remove_from_index(&self.groups_by_external_id, ext, k);
         }
     }
 
-    fn link(&self, group: &Id, kind: MemberKind, member: &Id) {
-        self.members
-            .entry(group.clone())
-            .or_default()
-            .set(kind)
-            .insert(member.clone());
-        let reverse = match kind {
+    fn reverse(&self, kind: MemberKind) -> &KeyMap<SmallKeys> {
+        match kind {
             MemberKind::User => &self.user_groups,
             MemberKind::Group => &self.group_parents,
-        };
-        reverse.entry(member.clone()).or_default().insert(group.clone());
+        }
     }
 
-    fn unlink(&self, group: &Id, kind: MemberKind, member: &Id) {
-        if let Some(mut m) = self.members.get_mut(group) {
-            m.set(kind).remove(member);
+    fn link(&self, group: Key, kind: MemberKind, member: Key) {
+        self.members.entry(group).or_default().set(kind).insert(member);
+        self.reverse(kind).entry(member).or_default().insert(group);
+    }
+
+    fn unlink(&self, group: Key, kind: MemberKind, member: Key) {
+        if let Some(mut m) = self.members.get_mut(&group) {
+            m.set(kind).remove(&member);
         }
-        let reverse = match kind {
-            MemberKind::User => &self.user_groups,
-            MemberKind::Group => &self.group_parents,
-        };
-        remove_from_set(reverse, member, group);
+        self.reverse(kind).remove_if_mut(&member, |_, set| {
+            set.remove(group);
+            set.is_empty()
+        });
     }
 
     /// Users whose effective groups can change when these members join or
     /// leave a group: the users themselves, and every user inside a member
     /// group (transitively).
-    fn users_affected_by(&self, members: &[Member]) -> HashSet<Id> {
-        let mut out = HashSet::new();
-        for m in members {
-            match m.kind {
+    fn users_affected_by(&self, members: &[(MemberKind, Key)]) -> KeySet {
+        let mut out = KeySet::default();
+        for &(kind, k) in members {
+            match kind {
                 MemberKind::User => {
-                    out.insert(m.id.clone());
+                    out.insert(k);
                 }
-                MemberKind::Group => self.users_under(&m.id, &mut out),
+                MemberKind::Group => self.users_under(k, &mut out),
             }
         }
         out
@@ -1077,35 +1167,33 @@ impl Inner {
 
     /// Every user inside `group`, directly or through nested groups. Cycles
     /// are tolerated (each group is visited once).
-    fn users_under(&self, group: &Id, out: &mut HashSet<Id>) {
-        let mut seen: HashSet<Id> = HashSet::new();
-        let mut stack = vec![group.clone()];
+    fn users_under(&self, group: Key, out: &mut KeySet) {
+        let mut seen = KeySet::default();
+        let mut stack = vec![group];
         while let Some(g) = stack.pop() {
-            if !seen.insert(g.clone()) {
+            if !seen.insert(g) {
                 continue;
             }
             if let Some(m) = self.members.get(&g) {
-                out.extend(m.users.iter().cloned());
-                stack.extend(m.groups.iter().filter(|c| !seen.contains(*c)).cloned());
+                out.extend(m.users.iter().copied());
+                stack.extend(m.groups.iter().copied().filter(|c| !seen.contains(c)));
             }
         }
     }
 
-    /// The user's effective groups: direct groups and all their ancestors.
-    fn compute_principal(&self, id: &str, generation: u64) -> Option<Principal> {
-        let user = self.users.get(id)?.clone();
-        let mut seen: HashSet<Id> = HashSet::new();
-        let mut stack: Vec<Id> = self
-            .user_groups
-            .get(id)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
+    /// The user's principal: its effective groups are its direct groups and
+    /// all their ancestors.
+    fn compute_principal(&self, k: Key, generation: u64) -> Option<Principal> {
+        let user = self.users.get(&k)?.clone();
+        let mut seen: Vec<Key> = Vec::new();
+        let mut stack: Vec<Key> = self.user_groups.get(&k).map(|s| s.iter().collect()).unwrap_or_default();
         while let Some(g) = stack.pop() {
-            if !seen.insert(g.clone()) {
+            if seen.contains(&g) {
                 continue;
             }
+            seen.push(g);
             if let Some(parents) = self.group_parents.get(&g) {
-                stack.extend(parents.iter().filter(|p| !seen.contains(*p)).cloned());
+                stack.extend(parents.iter().filter(|p| !seen.contains(p)));
             }
         }
         let mut groups: Vec<Arc<Group>> = seen
@@ -1114,6 +1202,7 @@ impl Inner {
             .collect();
         groups.sort_by(|a, b| (&*a.owner, a.display_name(), &*a.id).cmp(&(&*b.owner, b.display_name(), &*b.id)));
         Some(Principal {
+            key: PrincipalKey(k),
             id: user.id.clone(),
             owner: user.owner.clone(),
             user_name: user.user_name().into(),
@@ -1126,11 +1215,11 @@ impl Inner {
     /// Recomputes the principals of these users; returns those whose
     /// authorization view changed. An unchanged principal keeps its `Arc`
     /// (and generation), so derived caches stay valid.
-    fn refresh_principals(&self, ids: impl IntoIterator<Item = Id>, generation: u64) -> Vec<PrincipalChange> {
+    fn refresh_principals(&self, keys: impl IntoIterator<Item = Key>, generation: u64) -> Vec<PrincipalChange> {
         let mut changes = Vec::new();
-        for id in ids {
-            let before = self.principals.get(&id).map(|p| p.clone());
-            let after = self.compute_principal(&id, generation).map(Arc::new);
+        for k in keys {
+            let before = self.principals.get(&k).map(|p| p.clone());
+            let after = self.compute_principal(k, generation).map(Arc::new);
             if let (Some(b), Some(a)) = (&before, &after)
                 && same_access(b, a)
             {
@@ -1138,10 +1227,10 @@ impl Inner {
             }
             match &after {
                 Some(p) => {
-                    self.principals.insert(id, p.clone());
+                    self.principals.insert(k, p.clone());
                 }
                 None => {
-                    self.principals.remove(&id);
+                    self.principals.remove(&k);
                 }
             }
             if before.is_some() || after.is_some() {
@@ -1153,23 +1242,19 @@ impl Inner {
 
     fn verify(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        // userName index: one entry per user, pointing back at it.
         for u in self.users.iter() {
-            match self.user_by_name.get(&*fold(u.user_name())) {
-                Some(id) if *id == u.id => {}
-                other => problems.push(format!(
-                    "user {}: userName index has {:?}",
-                    u.id,
-                    other.map(|i| i.to_string())
-                )),
+            let k = *u.key();
+            match self.user_by_name.get(&*fold(u.user_name())).map(|h| *h) {
+                Some(h) if h == k => {}
+                other => problems.push(format!("user {}: userName index has {:?}", u.id, other.map(id_of))),
             }
             if let Some(ext) = u.external_id()
-                && !self.users_by_external_id.get(ext).is_some_and(|s| s.contains(&u.id))
+                && !self.users_by_external_id.get(ext).is_some_and(|s| s.contains(k))
             {
                 problems.push(format!("user {}: missing from externalId index", u.id));
             }
             for email in u.emails() {
-                if !self.users_by_email.get(email).is_some_and(|s| s.contains(&u.id)) {
+                if !self.users_by_email.get(email).is_some_and(|s| s.contains(k)) {
                     problems.push(format!("user {}: missing from email index {email}", u.id));
                 }
             }
@@ -1182,55 +1267,54 @@ impl Inner {
             ));
         }
         for e in self.users_by_external_id.iter() {
-            for id in e.value() {
+            for k in e.value().iter() {
                 if self
                     .users
-                    .get(id)
+                    .get(&k)
                     .and_then(|u| u.external_id().map(|x| x == &**e.key()))
                     != Some(true)
                 {
-                    problems.push(format!("externalId index {} has stale user {id}", e.key()));
+                    problems.push(format!("externalId index {} has stale user {}", e.key(), id_of(k)));
                 }
             }
         }
         for e in self.users_by_email.iter() {
-            for id in e.value() {
-                if self.users.get(id).map(|u| u.emails().any(|m| m == &**e.key())) != Some(true) {
-                    problems.push(format!("email index {} has stale user {id}", e.key()));
+            for k in e.value().iter() {
+                if self.users.get(&k).map(|u| u.emails().any(|m| m == &**e.key())) != Some(true) {
+                    problems.push(format!("email index {} has stale user {}", e.key(), id_of(k)));
                 }
             }
         }
         for g in self.groups.iter() {
-            match self.group_by_name.get(&*group_name_key(&g.owner, g.display_name())) {
-                Some(id) if *id == g.id => {}
+            match self
+                .group_by_name
+                .get(&*group_name_key(&g.owner, g.display_name()))
+                .map(|h| *h)
+            {
+                Some(h) if h == *g.key() => {}
                 _ => problems.push(format!("group {}: displayName index is wrong", g.id)),
             }
         }
         if self.group_by_name.len() != self.groups.len() {
             problems.push("group displayName index size differs from groups".into());
         }
-        // Membership, both ways.
         let mut edges = 0usize;
         for m in self.members.iter() {
-            if !self.groups.contains_key(m.key()) {
-                problems.push(format!("members of unknown group {}", m.key()));
+            let g = *m.key();
+            if !self.groups.contains_key(&g) {
+                problems.push(format!("members of unknown group {}", id_of(g)));
             }
-            for u in &m.users {
+            for (kind, k) in m.keys() {
                 edges += 1;
-                if !self.users.contains_key(u) {
-                    problems.push(format!("group {} has unknown user {u}", m.key()));
+                let exists = match kind {
+                    MemberKind::User => self.users.contains_key(&k),
+                    MemberKind::Group => self.groups.contains_key(&k),
+                };
+                if !exists {
+                    problems.push(format!("group {} has unknown member {}", id_of(g), id_of(k)));
                 }
-                if !self.user_groups.get(u).is_some_and(|s| s.contains(m.key())) {
-                    problems.push(format!("user {u} lacks reverse edge to {}", m.key()));
-                }
-            }
-            for c in &m.groups {
-                edges += 1;
-                if !self.groups.contains_key(c) {
-                    problems.push(format!("group {} has unknown group {c}", m.key()));
-                }
-                if !self.group_parents.get(c).is_some_and(|s| s.contains(m.key())) {
-                    problems.push(format!("group {c} lacks reverse edge to {}", m.key()));
+                if !self.reverse(kind).get(&k).is_some_and(|s| s.contains(g)) {
+                    problems.push(format!("member {} lacks its reverse edge to {}", id_of(k), id_of(g)));
                 }
             }
         }
@@ -1239,9 +1323,8 @@ impl Inner {
         if reverse != edges {
             problems.push(format!("{edges} forward edges but {reverse} reverse edges"));
         }
-        // Principals.
         for u in self.users.iter() {
-            match (self.principals.get(&u.id), self.compute_principal(&u.id, 0)) {
+            match (self.principals.get(u.key()), self.compute_principal(*u.key(), 0)) {
                 (Some(p), Some(fresh)) if same_access(&p, &fresh) => {}
                 _ => problems.push(format!("user {}: principal is stale", u.id)),
             }
@@ -1253,83 +1336,93 @@ impl Inner {
     }
 }
 
-/// The computed membership change of one group update, against the
-/// group's current members. Maps, not lists: a single request may add or
-/// remove tens of thousands of members.
+/// A resolved membership change: who joins, who leaves, and which asked-for
+/// ids named nothing this client owns. Sorted, so events and records are
+/// deterministic.
+#[derive(Debug, Default)]
+struct MemberChange {
+    add: Vec<(MemberKind, Key)>,
+    remove: Vec<(MemberKind, Key)>,
+    unknown: Vec<String>,
+}
+
+impl MemberChange {
+    fn removing(kind: MemberKind, k: Key) -> Self {
+        MemberChange {
+            remove: vec![(kind, k)],
+            ..MemberChange::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Builds a [`MemberChange`] from a sequence of edits against the group's
+/// current members. Maps, not lists: one request may add or remove tens of
+/// thousands of members.
 #[derive(Debug, Default)]
 struct Delta {
-    add: HashMap<Id, MemberKind>,
-    remove: HashMap<Id, MemberKind>,
+    add: HashMap<Key, MemberKind>,
+    remove: HashMap<Key, MemberKind>,
     unknown: Vec<String>,
     unknown_seen: HashSet<String>,
 }
 
-/// A finished [`Delta`], sorted so events and records are deterministic.
-#[derive(Debug, Default)]
-struct Resolved {
-    add: Vec<Member>,
-    remove: Vec<Member>,
-    unknown: Vec<String>,
-}
-
 impl Delta {
-    /// Folds one edit into the delta. `group` is `None` while the group is
-    /// being created (it has no members yet).
+    /// Folds one edit in. `group` is `None` while the group is being created
+    /// (it has no members yet).
     fn apply(
         &mut self,
         dir: &Inner,
-        group_id: &Id,
+        group_key: Key,
         actor: &str,
-        group: Option<&Id>,
+        group: Option<Key>,
         edit: MembersEdit,
     ) -> Result<(), DirectoryError> {
         // A read guard, not a copy: a group may have 100,000 members. Nothing
         // below writes to `members`, so holding it cannot deadlock.
-        let current = group.and_then(|g| dir.members.get(g));
-        let current_kind = |id: &str| current.as_ref().and_then(|m| m.kind_of(id));
+        let current = group.and_then(|g| dir.members.get(&g));
+        let current_kind = |k: Key| current.as_ref().and_then(|m| m.kind_of(k));
         match edit {
             MembersEdit::Add(ids) => {
                 for raw in ids {
-                    let Some(member) = self.resolve(dir, group_id, actor, &raw)? else {
+                    let Some((kind, k)) = self.resolve(dir, group_key, actor, &raw)? else {
                         continue;
                     };
-                    if self.remove.remove(&member.id).is_none() && current_kind(&member.id).is_none() {
-                        self.add.insert(member.id, member.kind);
+                    if self.remove.remove(&k).is_none() && current_kind(k).is_none() {
+                        self.add.insert(k, kind);
                     }
                 }
             }
             MembersEdit::Remove(ids) => {
                 for raw in ids {
-                    if self.add.remove(raw.as_str()).is_some() {
+                    let Some(k) = key_of(&raw) else { continue };
+                    if self.add.remove(&k).is_some() {
                         continue;
                     }
-                    let Some(kind) = current_kind(&raw) else { continue };
-                    let id = match kind {
-                        MemberKind::User => dir.users.get(raw.as_str()).map(|u| u.id.clone()),
-                        MemberKind::Group => dir.groups.get(raw.as_str()).map(|g| g.id.clone()),
-                    };
-                    if let Some(id) = id {
-                        self.remove.insert(id, kind);
+                    if let Some(kind) = current_kind(k) {
+                        self.remove.insert(k, kind);
                     }
                 }
             }
             MembersEdit::Replace(ids) => {
-                let mut wanted: HashMap<Id, MemberKind> = HashMap::with_capacity(ids.len());
+                let mut wanted: HashMap<Key, MemberKind> = HashMap::with_capacity(ids.len());
                 for raw in ids {
-                    if let Some(m) = self.resolve(dir, group_id, actor, &raw)? {
-                        wanted.insert(m.id, m.kind);
+                    if let Some((kind, k)) = self.resolve(dir, group_key, actor, &raw)? {
+                        wanted.insert(k, kind);
                     }
                 }
-                self.add.clear();
                 self.remove.clear();
                 if let Some(current) = &current {
                     self.remove.extend(
                         current
-                            .iter()
-                            .filter(|m| !wanted.contains_key(&m.id))
-                            .map(|m| (m.id, m.kind)),
+                            .keys()
+                            .filter(|(_, k)| !wanted.contains_key(k))
+                            .map(|(kind, k)| (k, kind)),
                     );
-                    wanted.retain(|id, _| current.kind_of(id).is_none());
+                    wanted.retain(|k, _| current.kind_of(*k).is_none());
                 }
                 self.add = wanted;
             }
@@ -1342,28 +1435,25 @@ impl Delta {
     fn resolve(
         &mut self,
         dir: &Inner,
-        group_id: &Id,
+        group_key: Key,
         actor: &str,
         raw: &str,
-    ) -> Result<Option<Member>, DirectoryError> {
-        if raw == &**group_id {
+    ) -> Result<Option<(MemberKind, Key)>, DirectoryError> {
+        let k = key_of(raw);
+        if k == Some(group_key) {
             return Err(DirectoryError::InvalidMember {
                 kind: MemberKind::Group,
                 id: raw.to_owned(),
                 reason: "a group cannot be a member of itself",
             });
         }
-        if let Some(u) = dir.users.get(raw).filter(|u| &*u.owner == actor) {
-            return Ok(Some(Member {
-                kind: MemberKind::User,
-                id: u.id.clone(),
-            }));
-        }
-        if let Some(g) = dir.groups.get(raw).filter(|g| &*g.owner == actor) {
-            return Ok(Some(Member {
-                kind: MemberKind::Group,
-                id: g.id.clone(),
-            }));
+        if let Some(k) = k {
+            if dir.users.get(&k).is_some_and(|u| &*u.owner == actor) {
+                return Ok(Some((MemberKind::User, k)));
+            }
+            if dir.groups.get(&k).is_some_and(|g| &*g.owner == actor) {
+                return Ok(Some((MemberKind::Group, k)));
+            }
         }
         if self.unknown_seen.insert(raw.to_owned()) {
             self.unknown.push(raw.to_owned());
@@ -1371,17 +1461,34 @@ impl Delta {
         Ok(None)
     }
 
-    fn finish(self) -> Resolved {
-        let sorted = |m: HashMap<Id, MemberKind>| {
-            let mut v: Vec<Member> = m.into_iter().map(|(id, kind)| Member { kind, id }).collect();
-            v.sort();
+    fn finish(self) -> MemberChange {
+        let sorted = |m: HashMap<Key, MemberKind>| {
+            let mut v: Vec<(MemberKind, Key)> = m.into_iter().map(|(k, kind)| (kind, k)).collect();
+            v.sort_unstable();
             v
         };
-        Resolved {
+        MemberChange {
             add: sorted(self.add),
             remove: sorted(self.remove),
             unknown: self.unknown,
         }
+    }
+}
+
+fn members(keys: &[(MemberKind, Key)]) -> Vec<Member> {
+    keys.iter()
+        .map(|&(kind, k)| Member {
+            kind,
+            id: Id::from(id_of(k)),
+        })
+        .collect()
+}
+
+fn dangling(member: Key, groups: &SmallKeys) -> StoreError {
+    let group = groups.iter().next().map(id_of).unwrap_or_default();
+    StoreError::Corrupt {
+        key: format!("m:{group}"),
+        reason: format!("membership of unknown member {}", id_of(member)),
     }
 }
 
@@ -1408,12 +1515,9 @@ fn same_access(a: &Principal, b: &Principal) -> bool {
             .all(|(x, y)| x.id == y.id && x.display_name() == y.display_name())
 }
 
-fn remove_from_set<K>(map: &DashMap<K, IdSet>, key: &str, id: &str)
-where
-    K: std::borrow::Borrow<str> + Eq + std::hash::Hash,
-{
+fn remove_from_index(map: &DashMap<Box<str>, SmallKeys>, key: &str, k: Key) {
     map.remove_if_mut(key, |_, set| {
-        set.remove(id);
+        set.remove(k);
         set.is_empty()
     });
 }
@@ -1431,10 +1535,6 @@ fn fold(s: &str) -> std::borrow::Cow<'_, str> {
 
 fn group_name_key(owner: &str, display_name: &str) -> Box<str> {
     format!("{owner}\0{}", display_name.to_lowercase()).into_boxed_str()
-}
-
-fn new_id() -> Id {
-    Id::from(uuid::Uuid::new_v4().to_string())
 }
 
 fn now() -> OffsetDateTime {

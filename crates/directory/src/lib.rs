@@ -18,6 +18,7 @@
 mod directory;
 mod error;
 pub mod events;
+mod key;
 pub mod model;
 mod store;
 
@@ -26,7 +27,7 @@ pub use directory::{
 };
 pub use error::{DirectoryError, ResourceKind, StoreError};
 pub use events::{Change, ChangeKind, PrincipalChange};
-pub use model::{Group, Id, Member, MemberKind, Meta, Principal, User};
+pub use model::{Group, Id, Member, MemberKind, Meta, Principal, PrincipalKey, User};
 pub use sled::Error as SledError;
 pub use store::SCHEMA_VERSION;
 

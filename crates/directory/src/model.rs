@@ -7,12 +7,14 @@
 //! format beyond the handful of attributes the directory indexes: the rest of
 //! a resource is an opaque JSON object (`doc`) that the SCIM layer owns.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::DirectoryError;
+use crate::key::{Key, key_of};
 
 /// A resource id, or the name of the SCIM client that owns a resource.
 ///
@@ -56,6 +58,7 @@ impl Meta {
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
     pub id: Id,
+    key: Key,
     /// The SCIM client that created the user; only it may see or change it.
     pub owner: Id,
     pub meta: Meta,
@@ -71,6 +74,7 @@ impl User {
     /// Builds a user from its attribute document, checking the attributes the
     /// directory relies on. `active` defaults to true when absent.
     pub fn new(id: Id, owner: Id, meta: Meta, doc: Map<String, Value>) -> Result<Self, DirectoryError> {
+        let key = id_key(&id)?;
         let user_name = required_string(&doc, "userName")?;
         let external_id = optional_string(&doc, "externalId")?;
         let display_name = optional_string(&doc, "displayName")?;
@@ -103,6 +107,7 @@ impl User {
         };
         Ok(User {
             id,
+            key,
             owner,
             meta,
             user_name,
@@ -112,6 +117,57 @@ impl User {
             emails: emails.into_boxed_slice(),
             doc: Value::Object(doc).to_string().into_boxed_str(),
         })
+    }
+
+    /// Rebuilds a user from a document this directory wrote earlier, reading
+    /// only the indexed attributes instead of the whole document.
+    pub(crate) fn from_stored(id: Id, owner: Id, meta: Meta, doc_json: &str) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        struct Email<'a> {
+            #[serde(borrow, default)]
+            value: Option<Cow<'a, str>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Stored<'a> {
+            #[serde(rename = "userName", borrow)]
+            user_name: Cow<'a, str>,
+            #[serde(rename = "externalId", borrow, default)]
+            external_id: Option<Cow<'a, str>>,
+            #[serde(rename = "displayName", borrow, default)]
+            display_name: Option<Cow<'a, str>>,
+            #[serde(default)]
+            active: Option<bool>,
+            #[serde(borrow, default)]
+            emails: Option<Vec<Email<'a>>>,
+        }
+        let key = id_key(&id).map_err(|e| e.to_string())?;
+        let s: Stored<'_> = serde_json::from_str(doc_json).map_err(|e| e.to_string())?;
+        let emails = s
+            .emails
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| {
+                e.value
+                    .filter(|v| !v.is_empty())
+                    .map(|v| v.to_lowercase().into_boxed_str())
+            })
+            .collect();
+        Ok(User {
+            id,
+            key,
+            owner,
+            meta,
+            user_name: s.user_name.into(),
+            external_id: s.external_id.map(Into::into),
+            display_name: s.display_name.map(Into::into),
+            active: s.active.unwrap_or(true),
+            emails,
+            doc: doc_json.into(),
+        })
+    }
+
+    pub(crate) fn key(&self) -> Key {
+        self.key
     }
 
     pub fn user_name(&self) -> &str {
@@ -152,6 +208,7 @@ impl User {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     pub id: Id,
+    key: Key,
     pub owner: Id,
     pub meta: Meta,
     display_name: Box<str>,
@@ -163,16 +220,44 @@ impl Group {
     /// Builds a group from its attribute document (without `members`).
     pub fn new(id: Id, owner: Id, meta: Meta, mut doc: Map<String, Value>) -> Result<Self, DirectoryError> {
         doc.remove("members");
+        let key = id_key(&id)?;
         let display_name = required_string(&doc, "displayName")?;
         let external_id = optional_string(&doc, "externalId")?;
         Ok(Group {
             id,
+            key,
             owner,
             meta,
             display_name,
             external_id,
             doc: Value::Object(doc).to_string().into_boxed_str(),
         })
+    }
+
+    /// Rebuilds a group from a document this directory wrote earlier.
+    pub(crate) fn from_stored(id: Id, owner: Id, meta: Meta, doc_json: &str) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        struct Stored<'a> {
+            #[serde(rename = "displayName", borrow)]
+            display_name: Cow<'a, str>,
+            #[serde(rename = "externalId", borrow, default)]
+            external_id: Option<Cow<'a, str>>,
+        }
+        let key = id_key(&id).map_err(|e| e.to_string())?;
+        let s: Stored<'_> = serde_json::from_str(doc_json).map_err(|e| e.to_string())?;
+        Ok(Group {
+            id,
+            key,
+            owner,
+            meta,
+            display_name: s.display_name.into(),
+            external_id: s.external_id.map(Into::into),
+            doc: doc_json.into(),
+        })
+    }
+
+    pub(crate) fn key(&self) -> Key {
+        self.key
     }
 
     pub fn display_name(&self) -> &str {
@@ -206,10 +291,17 @@ pub struct Member {
     pub id: Id,
 }
 
+/// A compact handle on a user for the authorization hot path: the proxy
+/// binds a token to a user once, keeps this, and looks the principal up by
+/// it on every request without parsing or hashing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PrincipalKey(pub(crate) Key);
+
 /// What the proxy needs to authorize a request for one user, precomputed on
 /// every change so that an authorization lookup is a single map read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
+    pub key: PrincipalKey,
     pub id: Id,
     pub owner: Id,
     pub user_name: Box<str>,
@@ -230,6 +322,10 @@ impl Principal {
             .iter()
             .any(|g| g.display_name() == display_name && owner.is_none_or(|o| &*g.owner == o))
     }
+}
+
+fn id_key(id: &str) -> Result<Key, DirectoryError> {
+    key_of(id).ok_or_else(|| invalid("id", format!("{id:?} is not an id this directory issued")))
 }
 
 fn parse_doc(doc: &str) -> Map<String, Value> {

@@ -7,8 +7,14 @@
 //! | key                              | value                                   |
 //! |----------------------------------|-----------------------------------------|
 //! | `g:{group id}`                   | group record (JSON)                     |
-//! | `m:{group id}\0{member id}`      | `u` or `g`: the member's kind           |
+//! | `m:{group id}:{bucket}`          | members of the group whose id starts    |
+//! |                                  | with hex digit `{bucket}`: 17 bytes each|
+//! |                                  | (`u`/`g`, then the id as 16 bytes)      |
 //! | `u:{user id}`                    | user record (JSON)                      |
+//!
+//! Members are packed sixteen buckets to a group rather than one key per
+//! membership: a million memberships load as at most 160,000 sled entries,
+//! and changing one member rewrites one sixteenth of the group.
 //!
 //! The default tree holds `schema_version`. A record is
 //! `{"owner":..,"created":ns,"modified":ns,"version":n,"doc":{..}}`.
@@ -30,11 +36,13 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::StoreError;
+use crate::key::{Key, key_of};
 use crate::model::{Group, Id, MemberKind, Meta, User};
 
 /// The on-disk schema this build reads and writes.
@@ -89,16 +97,6 @@ struct Durable {
     failed: Option<Arc<str>>,
 }
 
-/// Everything read back from disk at start-up.
-#[derive(Debug, Default)]
-pub(crate) struct Loaded {
-    pub(crate) users: Vec<User>,
-    pub(crate) groups: Vec<Group>,
-    /// (group id, member) pairs; ids are interned against `users`/`groups`
-    /// by the directory.
-    pub(crate) edges: Vec<(Box<str>, MemberKind, Box<str>)>,
-}
-
 impl Store {
     /// Opens (or creates) the store at `path` and starts its flusher.
     pub(crate) fn open(path: &Path, cache_bytes: u64, on_durable: OnDurable) -> Result<Self, StoreError> {
@@ -144,15 +142,19 @@ impl Store {
         &self.path
     }
 
-    /// Reads every record. Any record that cannot be decoded stops the load:
+    /// Calls `f` with the rest of the key and the value of every record
+    /// whose key starts with `prefix`, in key order, stopping at the first
+    /// error. A record that cannot be read or decoded stops the load:
     /// starting with part of the directory missing would silently grant or
     /// revoke access.
-    pub(crate) fn load(&self) -> Result<Loaded, StoreError> {
-        let mut loaded = Loaded::default();
-        let mut owners: HashMap<String, Id> = HashMap::new();
-        for item in self.tree.iter() {
+    pub(crate) fn scan(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(&str, &[u8]) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        for item in self.tree.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item.map_err(|e| StoreError::Corrupt {
-                key: "(iteration)".into(),
+                key: format!("{prefix}*"),
                 reason: e.to_string(),
             })?;
             let corrupt = |reason: String| StoreError::Corrupt {
@@ -160,32 +162,25 @@ impl Store {
                 reason,
             };
             let text = std::str::from_utf8(&key).map_err(|_| corrupt("key is not utf-8".into()))?;
-            match text.split_at_checked(2) {
-                Some(("u:", id)) => {
-                    let (owner, meta, doc) = decode_record(&value, &mut owners).map_err(corrupt)?;
-                    let user = User::new(id.into(), owner, meta, doc).map_err(|e| corrupt(e.to_string()))?;
-                    loaded.users.push(user);
-                }
-                Some(("g:", id)) => {
-                    let (owner, meta, doc) = decode_record(&value, &mut owners).map_err(corrupt)?;
-                    let group = Group::new(id.into(), owner, meta, doc).map_err(|e| corrupt(e.to_string()))?;
-                    loaded.groups.push(group);
-                }
-                Some(("m:", rest)) => {
-                    let (group, member) = rest
-                        .split_once('\0')
-                        .ok_or_else(|| corrupt("membership key has no separator".into()))?;
-                    let kind = match &*value {
-                        b"u" => MemberKind::User,
-                        b"g" => MemberKind::Group,
-                        _ => return Err(corrupt("unknown member kind".into())),
-                    };
-                    loaded.edges.push((group.into(), kind, member.into()));
-                }
-                _ => return Err(corrupt("unknown key prefix".into())),
-            }
+            let rest = text.get(prefix.len()..).unwrap_or_default();
+            f(rest, &value).map_err(corrupt)?;
         }
-        Ok(loaded)
+        Ok(())
+    }
+
+    /// A key outside the known prefixes, if any: a newer or foreign layout
+    /// that this build would otherwise silently ignore. Checks the gaps
+    /// between the prefixes with range seeks, not a full scan.
+    pub(crate) fn unknown_key(&self) -> Option<String> {
+        let gaps: [(&[u8], &[u8]); 3] = [(b"", b"g:"), (b"g;", b"m:"), (b"m;", b"u:")];
+        let first_in = |lo: &[u8], hi: &[u8]| self.tree.range(lo.to_vec()..hi.to_vec()).keys().next();
+        gaps.iter()
+            .find_map(|(lo, hi)| first_in(lo, hi))
+            .or_else(|| self.tree.range(b"u;".to_vec()..).keys().next())
+            .map(|k| match k {
+                Ok(k) => String::from_utf8_lossy(&k).into_owned(),
+                Err(e) => format!("(unreadable: {e})"),
+            })
     }
 
     /// Applies writes atomically (in memory) and returns their sequence
@@ -362,15 +357,57 @@ pub(crate) fn group_key(id: &str) -> Vec<u8> {
     [b"g:", id.as_bytes()].concat()
 }
 
-pub(crate) fn edge_key(group: &str, member: &str) -> Vec<u8> {
-    [b"m:", group.as_bytes(), b"\0", member.as_bytes()].concat()
+/// The member bucket of a key: its top four bits, which is the first hex
+/// digit of its text form.
+pub(crate) fn bucket_of(key: Key) -> u8 {
+    (key >> 124) as u8
 }
 
-pub(crate) fn edge_value(kind: MemberKind) -> &'static [u8] {
-    match kind {
-        MemberKind::User => b"u",
-        MemberKind::Group => b"g",
+pub(crate) fn members_key(group: &str, bucket: u8) -> Vec<u8> {
+    format!("m:{group}:{bucket:x}").into_bytes()
+}
+
+pub(crate) fn encode_members(members: impl Iterator<Item = (MemberKind, Key)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (kind, key) in members {
+        out.push(match kind {
+            MemberKind::User => b'u',
+            MemberKind::Group => b'g',
+        });
+        out.extend_from_slice(&key.to_be_bytes());
     }
+    out
+}
+
+/// Decodes a members record; `rest` is the key after `m:`.
+pub(crate) fn decode_members(rest: &str, value: &[u8]) -> Result<(Key, Vec<(MemberKind, Key)>), String> {
+    let (group, bucket) = rest.rsplit_once(':').ok_or("members key has no bucket")?;
+    let group = key_of(group).ok_or("members key has a malformed group id")?;
+    let bucket = u8::from_str_radix(bucket, 16).map_err(|_| "members key has a malformed bucket")?;
+    if value.len() % 17 != 0 {
+        return Err(format!(
+            "members record has {} bytes, not a multiple of 17",
+            value.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(value.len() / 17);
+    for entry in value.chunks_exact(17) {
+        let kind = match entry.first() {
+            Some(b'u') => MemberKind::User,
+            Some(b'g') => MemberKind::Group,
+            _ => return Err("unknown member kind".into()),
+        };
+        let bytes: [u8; 16] = entry
+            .get(1..)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("short member entry")?;
+        let key = u128::from_be_bytes(bytes);
+        if bucket_of(key) != bucket {
+            return Err("member filed under the wrong bucket".into());
+        }
+        out.push((kind, key));
+    }
+    Ok((group, out))
 }
 
 pub(crate) fn encode_user(user: &User) -> Vec<u8> {
@@ -396,26 +433,38 @@ fn encode_record(owner: &str, meta: &Meta, doc_json: &str) -> Vec<u8> {
 }
 
 #[derive(Deserialize)]
-struct Record {
-    owner: String,
+struct Record<'a> {
+    #[serde(borrow)]
+    owner: std::borrow::Cow<'a, str>,
     created: i64,
     modified: i64,
     version: u64,
-    doc: Map<String, Value>,
+    #[serde(borrow)]
+    doc: &'a RawValue,
 }
 
-fn decode_record(bytes: &[u8], owners: &mut HashMap<String, Id>) -> Result<(Id, Meta, Map<String, Value>), String> {
-    let r: Record = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    let owner = owners
-        .entry(r.owner)
-        .or_insert_with_key(|k| Id::from(k.as_str()))
-        .clone();
+/// Decodes a user or group record into its owner, meta and document text.
+/// `owners` interns owner names: there are a handful of SCIM clients and
+/// hundreds of thousands of resources.
+pub(crate) fn decode_record<'a>(
+    bytes: &'a [u8],
+    owners: &mut HashMap<String, Id>,
+) -> Result<(Id, Meta, &'a str), String> {
+    let r: Record<'a> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let owner = match owners.get(&*r.owner) {
+        Some(o) => o.clone(),
+        None => {
+            let o = Id::from(&*r.owner);
+            owners.insert(r.owner.into_owned(), o.clone());
+            o
+        }
+    };
     let meta = Meta {
         created: from_nanos(r.created)?,
         last_modified: from_nanos(r.modified)?,
         version: r.version,
     };
-    Ok((owner, meta, r.doc))
+    Ok((owner, meta, r.doc.get()))
 }
 
 fn nanos(t: OffsetDateTime) -> i64 {
