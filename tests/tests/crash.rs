@@ -58,12 +58,30 @@ fn acknowledged_writes_survive_sigkill() {
             .spawn()
             .expect("start crash-writer");
         let mut stdout = child.stdout.take().expect("stdout");
+        let (first_ack, first_ack_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut buf = Vec::new();
-            let _ = stdout.read_to_end(&mut buf);
+            let mut chunk = [0u8; 8192];
+            loop {
+                match stdout.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        if buf.contains(&b'\n') {
+                            let _ = first_ack.send(());
+                        }
+                    }
+                }
+            }
             buf
         });
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
+        // Kill at a random moment after the writer is up and writing (its
+        // start-up, a rebuild of everything so far, takes a variable time on
+        // a loaded machine).
+        first_ack_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the writer acknowledged nothing within 60 s");
+        std::thread::sleep(Duration::from_millis(rng.random_range(20..500)));
         child.kill().expect("SIGKILL"); // std sends SIGKILL on Unix
         let status = child.wait().expect("wait");
         assert!(status.code().is_none(), "writer must have died by signal, got {status}");
