@@ -21,5 +21,8 @@ for config in deploy/examples/*.toml; do
   cargo run -q -p portcullis -- check --config "$config"
 done
 
+step "policy tests"
+cargo run -q -p portcullis -- policy test --config deploy/examples/portcullis.toml
+
 echo
 echo "all checks passed"

@@ -1,5 +1,8 @@
-//! The admin listener: `/healthz` (the process is up) and `/readyz` (it can
-//! serve: the store is open and healthy). Metrics join it later.
+//! The admin listener: `/healthz` (the process is up), `/readyz` (it can
+//! serve: the store is healthy and a policy is loaded), and two read-only
+//! views for operators and the CLI: `/v1/explain?user=&method=&url=` (the
+//! decision the proxy would make now, and why) and `/v1/principal?user=`
+//! (a user's groups as the directory holds them). Metrics join it later.
 //!
 //! Keep this listener on a private address; it is not authenticated.
 
@@ -9,35 +12,104 @@ use std::future::Ready;
 use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use portcullis_directory::{Directory, Health};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portcullis_directory::{Directory, Health, IdentityAttr, Lookup};
 use serde_json::json;
 
+use crate::authz;
+use crate::policy_runtime::PolicyRuntime;
+use crate::routes::Router;
 use crate::web::{Body, json};
 
 /// The admin service.
 #[derive(Debug, Clone)]
 pub struct Admin {
     directory: Directory,
+    policy: Arc<PolicyRuntime>,
+    router: Arc<Router>,
 }
 
 impl Admin {
-    pub fn new(directory: Directory) -> Self {
-        Admin { directory }
+    pub fn new(directory: Directory, policy: Arc<PolicyRuntime>, router: Arc<Router>) -> Self {
+        Admin {
+            directory,
+            policy,
+            router,
+        }
     }
 
     fn respond(&self, req: &Request<Incoming>) -> Response<Body> {
+        let query: HashMap<String, String> = req
+            .uri()
+            .query()
+            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
         match req.uri().path() {
             "/healthz" => json(StatusCode::OK, &json!({"status": "ok"})),
-            "/readyz" => match self.directory.health() {
-                Health::Ok => json(StatusCode::OK, &json!({"status": "ready", "store": "ok"})),
-                Health::Failed(reason) => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"status": "not ready", "store": format!("failed: {reason}")}),
-                ),
-            },
+            "/readyz" => self.ready(),
+            "/v1/explain" => {
+                let (Some(method), Some(url)) = (query.get("method"), query.get("url")) else {
+                    return bad_request("explain needs method and url parameters (and user, unless anonymous)");
+                };
+                let policy = self.policy.current();
+                let e = authz::explain(
+                    &policy,
+                    &self.router,
+                    |u| self.directory.principal_by(IdentityAttr::UserName, u),
+                    query.get("user").map(String::as_str),
+                    method,
+                    url,
+                );
+                json(StatusCode::OK, &serde_json::to_value(e).unwrap_or_default())
+            }
+            "/v1/principal" => {
+                let Some(user) = query.get("user") else {
+                    return bad_request("principal needs a user parameter");
+                };
+                match self.directory.principal_by(IdentityAttr::UserName, user) {
+                    Lookup::Found(p) => json(
+                        StatusCode::OK,
+                        &json!({
+                            "user": &*p.user_name,
+                            "active": p.active,
+                            "groups": p.groups.iter().map(|g| json!({"client": &*g.owner, "displayName": g.display_name()})).collect::<Vec<_>>(),
+                        }),
+                    ),
+                    Lookup::NotFound => json(StatusCode::NOT_FOUND, &json!({"error": "not_provisioned"})),
+                    Lookup::Ambiguous(n) => json(StatusCode::CONFLICT, &json!({"error": "ambiguous", "users": n})),
+                }
+            }
             _ => json(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         }
     }
+
+    fn ready(&self) -> Response<Body> {
+        let stats = self.policy.stats();
+        let policy = json!({
+            "generation": stats.generation,
+            "reloads": stats.reloads,
+            "reload_failures": stats.failures,
+        });
+        match self.directory.health() {
+            Health::Ok => json(
+                StatusCode::OK,
+                &json!({"status": "ready", "store": "ok", "policy": policy}),
+            ),
+            Health::Failed(reason) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not ready", "store": format!("failed: {reason}"), "policy": policy}),
+            ),
+        }
+    }
+}
+
+fn bad_request(message: &str) -> Response<Body> {
+    json(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": "bad_request", "message": message}),
+    )
 }
 
 impl hyper::service::Service<Request<Incoming>> for Admin {

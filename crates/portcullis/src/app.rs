@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::{Future, Ready};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -16,6 +17,8 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::policy_runtime::{self, PolicyRuntime};
+use crate::routes::Router;
 use crate::web::{self, Body};
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -53,6 +56,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{} policy error(s):\n{}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Policy(Vec<portcullis_policy::PolicyError>),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -67,6 +72,11 @@ pub async fn open_directory(config: &Config) -> Result<Directory, RunError> {
 
 /// Runs Portcullis until `shutdown` resolves, then drains.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let (policy, warnings) = PolicyRuntime::load(&config).map_err(RunError::Policy)?;
+    for w in &warnings {
+        tracing::warn!(warning = %w, "policy warning");
+    }
+    let policy = Arc::new(policy);
     let directory = open_directory(&config).await?;
     let stats = directory.stats();
     tracing::info!(
@@ -76,6 +86,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         memberships = stats.memberships,
         "identity directory loaded"
     );
+    tracing::info!(dir = %config.policy.dir.display(), rules = policy.current().rule_count(), "policy loaded");
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -83,6 +94,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     if let (Ok(server), Ok(admin)) = (listeners.server.local_addr(), listeners.admin.local_addr()) {
         tracing::info!(%server, %admin, public_url = %config.server.public_url, "listening");
     }
+    let router = Arc::new(Router::new(&config.routes));
+    let watcher = tokio::spawn(policy_runtime::watch(policy.clone(), stopped(stop_rx.clone())));
     let server = tokio::spawn(web::serve(
         listeners.server,
         NoRoute,
@@ -91,7 +104,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     ));
     let admin = tokio::spawn(web::serve(
         listeners.admin,
-        Admin::new(directory.clone()),
+        Admin::new(directory.clone(), policy, router),
         stopped(stop_rx),
         SHUTDOWN_GRACE,
     ));
@@ -100,6 +113,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let _ = stop_tx.send(true);
     server.await?;
     admin.await?;
+    watcher.await?;
     drop(directory);
     tracing::info!("stopped");
     Ok(())

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, Listeners};
+use crate::authz::{self, Explanation};
 use crate::config::Config;
+use crate::policy_runtime::route_set;
+use crate::routes::{Router, split_url};
 use crate::secret::SecretSource;
 
 /// Exit code for an invalid configuration (EX_USAGE).
@@ -47,6 +50,39 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show whether a user may make a request, with the user's groups and
+    /// roles as the directory holds them now and the rule that decided.
+    /// Asks the running server (its admin listener) when there is one, so
+    /// the answer reflects the live policy; otherwise reads the store and
+    /// the policy files directly.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The SCIM userName; omit for an anonymous request.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// An absolute URL (its host selects the route) or a path.
+        #[arg(long)]
+        url: String,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run the policy tests in `<policy dir>/tests/*.toml` against the policy
+    /// files; print each failure with the deciding rule, end with
+    /// `N passed, M failed`, and exit 1 on any failure.
+    Test {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -54,6 +90,15 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
+        Command::Explain {
+            config,
+            user,
+            method,
+            url,
+        } => explain(&config, user.as_deref(), &method, &url),
+        Command::Policy {
+            command: PolicyCommand::Test { config },
+        } => policy_test(&config),
     }
 }
 
@@ -78,6 +123,13 @@ fn serve(path: &Path) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(app::RunError::Policy(errors)) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("error: the policy does not compile; not starting");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             tracing::error!(error = %e, "portcullis stopped");
             eprintln!("error: {e}");
@@ -150,6 +202,21 @@ pub fn check_references(config: &Config, env: impl Fn(&str) -> Option<String>) -
             "policy.dir: {} is not a directory",
             config.policy.dir.display()
         ));
+    } else {
+        match portcullis_policy::load_dir(&config.policy.dir, &route_set(config)) {
+            Ok(compiled) => {
+                for w in compiled.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
+        }
+        let tests = config.policy.dir.join("tests");
+        if tests.is_dir()
+            && let Err(errors) = portcullis_policy::read_tests_dir(&tests)
+        {
+            problems.extend(errors.iter().map(|e| e.to_string()));
+        }
     }
     let store = &config.store.path;
     if store.exists() {
@@ -181,4 +248,244 @@ pub fn check_references(config: &Config, env: impl Fn(&str) -> Option<String>) -
 
 fn is_locked(e: &portcullis_directory::SledError) -> bool {
     e.to_string().contains("lock")
+}
+
+/// Loads the configuration for a command other than `serve`/`check`; on
+/// failure prints the errors and gives the exit code.
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn explain(path: &Path, user: Option<&str>, method: &str, url: &str) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("method", method).append_pair("url", url);
+    if let Some(u) = user {
+        query.append_pair("user", u);
+    }
+    let explanation: Result<Explanation, String> = match admin_get(&config, &format!("/v1/explain?{}", query.finish()))
+    {
+        Ok(Some(body)) => {
+            serde_json::from_slice(&body).map_err(|e| format!("unexpected answer from the admin listener: {e}"))
+        }
+        Ok(None) => explain_locally(&config, user, method, url),
+        Err(e) => Err(e),
+    };
+    match explanation {
+        Ok(e) => {
+            println!("{e}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain_locally(config: &Config, user: Option<&str>, method: &str, url: &str) -> Result<Explanation, String> {
+    let compiled = portcullis_policy::load_dir(&config.policy.dir, &route_set(config))
+        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let directory = match user {
+        Some(_) => Some(open_store_directly(config)?),
+        None => None,
+    };
+    let lookup = |u: &str| match &directory {
+        Some(d) => d.principal_by(portcullis_directory::IdentityAttr::UserName, u),
+        None => portcullis_directory::Lookup::NotFound,
+    };
+    let router = Router::new(&config.routes);
+    Ok(authz::explain(&compiled.policy, &router, lookup, user, method, url))
+}
+
+/// Opens the store when no server is running; never creates one.
+fn open_store_directly(config: &Config) -> Result<portcullis_directory::Directory, String> {
+    if !config.store.path.exists() {
+        return Err(format!(
+            "no server answered on the admin listener {} and there is no store at {}",
+            config.admin.listen,
+            config.store.path.display()
+        ));
+    }
+    portcullis_directory::Directory::open(&config.store.path, portcullis_directory::Options::default()).map_err(|e| {
+        format!(
+            "{e} (no server answered on the admin listener {}, so the store was read directly)",
+            config.admin.listen
+        )
+    })
+}
+
+/// GETs a path from the running server's admin listener. `Ok(None)` when
+/// nothing listens there (the server is not running).
+fn admin_get(config: &Config, path_and_query: &str) -> Result<Option<bytes::Bytes>, String> {
+    let mut addr = config.admin.listen;
+    if addr.port() == 0 {
+        return Ok(None);
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        use http_body_util::BodyExt;
+        let stream =
+            match tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(None),
+                Ok(Err(e)) => return Err(format!("cannot reach the admin listener {addr}: {e}")),
+                Err(_) => return Err(format!("the admin listener {addr} did not answer within 2 s")),
+            };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("admin listener {addr}: {e}"))?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path_and_query)
+            .header(http::header::HOST, addr.to_string())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("admin listener {addr}: {e}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("admin listener {addr}: {e}"))?
+            .to_bytes();
+        if status.is_success() || status == http::StatusCode::NOT_FOUND {
+            Ok(Some(body))
+        } else {
+            Err(format!(
+                "admin listener {addr} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ))
+        }
+    })
+}
+
+fn policy_test(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let compiled = match portcullis_policy::load_dir(&config.policy.dir, &route_set(&config)) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let cases = match portcullis_policy::read_tests_dir(&config.policy.dir.join("tests")) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let router = Router::new(&config.routes);
+    let mut directory: Option<Result<portcullis_directory::Directory, String>> = None;
+    let report = portcullis_policy::run_tests(
+        &compiled.policy,
+        &cases,
+        |url, route| resolve_target(&config, &router, url, route),
+        |user| {
+            // Users are looked up in the running server if there is one,
+            // else in the store; only cases that name a user need either.
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("user", user)
+                .finish();
+            match admin_get(&config, &format!("/v1/principal?{query}"))? {
+                Some(body) => groups_from_json(&body, user),
+                None => {
+                    let dir = directory.get_or_insert_with(|| open_store_directly(&config));
+                    let dir = dir.as_ref().map_err(Clone::clone)?;
+                    match dir.principal_by(portcullis_directory::IdentityAttr::UserName, user) {
+                        portcullis_directory::Lookup::Found(p) if p.active => Ok(p
+                            .groups
+                            .iter()
+                            .map(|g| portcullis_policy::Group {
+                                client: Some(g.owner.to_string()),
+                                display_name: g.display_name().to_owned(),
+                            })
+                            .collect()),
+                        portcullis_directory::Lookup::Found(_) => Err(format!("user {user:?} is deactivated")),
+                        _ => Err(format!("user {user:?} is not provisioned")),
+                    }
+                }
+            }
+        },
+    );
+    print!("{report}");
+    if !report.to_string().ends_with('\n') {
+        println!();
+    }
+    if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn resolve_target(
+    config: &Config,
+    router: &Router,
+    url: &str,
+    route: Option<&str>,
+) -> Result<portcullis_policy::Target, String> {
+    let (host, path) = split_url(url)?;
+    let route = match route {
+        Some(r) if config.routes.iter().any(|x| x.name == r) => r.to_owned(),
+        Some(r) => return Err(format!("unknown route {r:?}")),
+        None => {
+            let normalized = portcullis_policy::normalize_path(&path, portcullis_policy::NormalizeOptions::default())
+                .map(|p| p.into_owned())
+                .unwrap_or_else(|_| path.clone());
+            router
+                .route(host.as_deref(), &normalized)
+                .map(|r| r.name.clone())
+                .ok_or_else(|| format!("no route matches {url:?}"))?
+        }
+    };
+    Ok(portcullis_policy::Target {
+        route,
+        path,
+        normalize: portcullis_policy::NormalizeOptions::default(),
+    })
+}
+
+fn groups_from_json(body: &[u8], user: &str) -> Result<Vec<portcullis_policy::Group>, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if v["error"] == "not_provisioned" {
+        return Err(format!("user {user:?} is not provisioned"));
+    }
+    if v["active"] == false {
+        return Err(format!("user {user:?} is deactivated"));
+    }
+    Ok(v["groups"]
+        .as_array()
+        .map(|groups| {
+            groups
+                .iter()
+                .map(|g| portcullis_policy::Group {
+                    client: g["client"].as_str().map(str::to_owned),
+                    display_name: g["displayName"].as_str().unwrap_or_default().to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }

@@ -11,12 +11,18 @@
 //! - [`secret`]: secrets given inline, as files, or as environment variables.
 //! - [`cli`]: subcommands and exit codes.
 //! - [`app`]: `run(config, listeners, shutdown)`, what `serve` does.
-//! - [`admin`]: health endpoints.
+//! - [`admin`]: health endpoints and read-only operator views.
+//! - [`routes`]: which configured route a request belongs to.
+//! - [`authz`]: a decision explained (what `explain` prints).
+//! - [`policy_runtime`]: the live policy and its hot reload.
 //! - [`web`]: serving a hyper service on a listener with graceful shutdown.
 
 pub mod admin;
 pub mod app;
+pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod policy_runtime;
+pub mod routes;
 pub mod secret;
 pub mod web;

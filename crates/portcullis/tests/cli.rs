@@ -206,3 +206,170 @@ fn serve_answers_health_and_stops_on_sigterm() {
     );
     assert!(tmp.path().join("data").join("db").exists(), "the store was created");
 }
+
+fn free_port() -> u16 {
+    // Ask the kernel for a free port; the tiny window before the server binds
+    // it is acceptable for a test on loopback.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+const APP_POLICY: &str = "[roles.staff]\nallow = [{ route = \"app\", methods = [\"GET\"], paths = [\"/a/**\"] }]\n[groups]\n\"staff\" = [\"staff\"]\n";
+
+#[test]
+fn serve_refuses_a_policy_that_does_not_compile() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        tmp.path(),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data\"\n\
+         [[routes]]\nname = \"app\"\nupstream = \"http://127.0.0.1:1\"\n",
+    );
+    std::fs::write(
+        tmp.path().join("policies/app.toml"),
+        "[roles.x]\nallow = [{ route = \"nope\", paths = [\"/\"] }]\n",
+    )
+    .expect("policy");
+    let out = portcullis()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("app.toml:2:20"), "{err}");
+    assert!(err.contains("nope"), "{err}");
+}
+
+#[test]
+fn policy_test_reports_failures_with_the_deciding_rule() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        tmp.path(),
+        "[[routes]]\nname = \"app\"\nhost = \"app.example.com\"\nupstream = \"http://127.0.0.1:1\"\n",
+    );
+    std::fs::write(tmp.path().join("policies/app.toml"), APP_POLICY).expect("policy");
+    std::fs::create_dir(tmp.path().join("policies/tests")).expect("tests dir");
+    std::fs::write(
+        tmp.path().join("policies/tests/app.toml"),
+        "[[case]]\nname = \"staff reads\"\ngroups = [\"staff\"]\nmethod = \"GET\"\nurl = \"https://app.example.com/a/1\"\nexpect = \"allow\"\n\
+         [[case]]\nname = \"staff deletes\"\ngroups = [\"staff\"]\nmethod = \"DELETE\"\nurl = \"https://app.example.com/a/1\"\nexpect = \"allow\"\n",
+    )
+    .expect("cases");
+    let out = portcullis()
+        .args(["policy", "test", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("staff deletes"), "{text}");
+    assert!(text.contains("no rule matched"), "{text}");
+    assert!(text.lines().any(|l| l == "1 passed, 1 failed"), "{text}");
+}
+
+fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(addr, path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("json body")
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn explain_asks_the_running_server_and_sighup_reloads_the_policy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n[store]\npath = \"data\"\n\
+             [[routes]]\nname = \"app\"\nupstream = \"http://127.0.0.1:1\"\n"
+        ),
+    );
+    let policy_file = tmp.path().join("policies/app.toml");
+    std::fs::write(&policy_file, APP_POLICY).expect("policy");
+    let mut child = portcullis()
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    wait_for_log(&mut stderr, "listening");
+    // Keep draining the log so the server never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = stderr.read_to_string(&mut sink);
+        sink
+    });
+
+    // Break the policy file: the server keeps its policy and counts the failure.
+    std::fs::write(
+        &policy_file,
+        "[roles.staff]\nallow = [{ route = \"nope\", paths = [\"/\"] }]\n",
+    )
+    .expect("break");
+    let failures = || {
+        get_json(&admin, "/readyz")["policy"]["reload_failures"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_until("the watcher to reject the broken policy", || failures() >= 1);
+
+    // explain still answers, from the server's live policy (the files on disk
+    // would not compile, so a local answer would be an error).
+    let out = portcullis()
+        .args([
+            "explain",
+            "--method",
+            "GET",
+            "--url",
+            "/a/1",
+            "--user",
+            "nobody@example.com",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("DENY GET /a/1"), "{text}");
+    assert!(text.contains("not provisioned"), "{text}");
+    assert!(text.contains("route:  app, path /a/1"), "{text}");
+
+    // SIGHUP makes the server try again (and fail again: the file is still broken).
+    let before = failures();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    wait_until("SIGHUP to trigger a reload", || failures() > before);
+    assert_eq!(get_json(&admin, "/readyz")["status"], "ready");
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    let log = drain.join().expect("log");
+    assert!(log.contains("policy reload rejected"), "{log}");
+    assert!(log.contains("SIGHUP"), "{log}");
+}
