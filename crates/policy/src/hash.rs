@@ -226,6 +226,17 @@ impl<V> StrTable<V> {
         self.slots.iter().filter(|s| s.index != 0).count()
     }
 
+    /// Every key with its value, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.slots.iter().filter(|s| s.index != 0).filter_map(|s| {
+            let key = self
+                .arena
+                .get(s.key_start as usize..(s.key_start + s.key_len) as usize)?;
+            let value = self.values.get(s.index as usize - 1)?;
+            Some((key, value))
+        })
+    }
+
     /// Whether the table is empty.
     pub(crate) fn is_empty(&self) -> bool {
         self.values.is_empty()

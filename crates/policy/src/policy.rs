@@ -565,6 +565,21 @@ impl Policy {
         Self::default()
     }
 
+    /// Group displayNames granted roles without a SCIM client qualifier,
+    /// sorted. Such a grant matches a group of that name from *any* client,
+    /// which is worth a warning when several clients provision users.
+    #[must_use]
+    pub fn unqualified_groups(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .groups
+            .iter()
+            .filter(|(_, entry)| !entry.any_client.as_slice().is_empty())
+            .map(|(name, _)| name)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     /// The reload generation: 0 for a policy not installed in a
     /// [`crate::PolicyHandle`], then 1, 2, … for each successful store.
     #[must_use]

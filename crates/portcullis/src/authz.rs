@@ -123,18 +123,34 @@ pub fn explain(
             return out;
         }
     };
-    let path = match normalize_path(&raw_path, NormalizeOptions::default()) {
+    // Routing looks at the path as normalized by default rules; the route's
+    // own options then decide what it accepts (an encoded slash, say).
+    let routed = match normalize_path(
+        &raw_path,
+        NormalizeOptions {
+            allow_encoded_slash: true,
+        },
+    ) {
         Ok(p) => p.into_owned(),
         Err(e) => {
             out.reason = format!("the proxy refuses this path (400): {}", e.reason());
             return out;
         }
     };
-    out.path = Some(path.clone());
-    let Some(route) = router.route(host.as_deref(), &path) else {
+    let Some(route) = router.route(host.as_deref(), &routed) else {
+        out.path = Some(routed);
         out.reason = "no route matches this host and path (404)".into();
         return out;
     };
+    let path = match normalize_path(&raw_path, route.normalize_options()) {
+        Ok(p) => p.into_owned(),
+        Err(e) => {
+            out.route = Some(route.name.clone());
+            out.reason = format!("the proxy refuses this path (400): {}", e.reason());
+            return out;
+        }
+    };
+    out.path = Some(path.clone());
     out.route = Some(route.name.clone());
     let req = Request {
         route: &route.name,

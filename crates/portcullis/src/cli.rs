@@ -208,6 +208,15 @@ pub fn check_references(config: &Config, env: impl Fn(&str) -> Option<String>) -
                 for w in compiled.warnings {
                     eprintln!("warning: {w}");
                 }
+                let unqualified = compiled.policy.unqualified_groups();
+                if config.scim.clients.len() > 1 && !unqualified.is_empty() {
+                    eprintln!(
+                        "warning: {} SCIM clients are configured and the policy grants roles to unqualified \
+                         groups ({}): a group of that name from any client matches; qualify them as \"client:name\"",
+                        config.scim.clients.len(),
+                        unqualified.join(", ")
+                    );
+                }
             }
             Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
         }
@@ -461,11 +470,13 @@ fn resolve_target(
                 .ok_or_else(|| format!("no route matches {url:?}"))?
         }
     };
-    Ok(portcullis_policy::Target {
-        route,
-        path,
-        normalize: portcullis_policy::NormalizeOptions::default(),
-    })
+    let normalize = config
+        .routes
+        .iter()
+        .find(|r| r.name == route)
+        .map(|r| r.normalize_options())
+        .unwrap_or_default();
+    Ok(portcullis_policy::Target { route, path, normalize })
 }
 
 fn groups_from_json(body: &[u8], user: &str) -> Result<Vec<portcullis_policy::Group>, String> {

@@ -84,6 +84,18 @@ pub struct Route {
     pub host: Option<String>,
     pub path_prefix: String,
     pub upstream: Url,
+    /// Accept `%2F` (an encoded slash) in paths, kept encoded; refused with
+    /// 400 otherwise, since it makes one path readable two ways.
+    pub allow_encoded_slash: bool,
+}
+
+impl Route {
+    /// How this route's request paths are normalized.
+    pub fn normalize_options(&self) -> portcullis_policy::NormalizeOptions {
+        portcullis_policy::NormalizeOptions {
+            allow_encoded_slash: self.allow_encoded_slash,
+        }
+    }
 }
 
 /// One configuration problem, located in the file.
@@ -293,6 +305,8 @@ struct RawRoute {
     #[serde(default = "default_path_prefix")]
     path_prefix: String,
     upstream: Url,
+    #[serde(default)]
+    allow_encoded_slash: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -415,6 +429,7 @@ impl Validator<'_> {
                 host,
                 path_prefix: r.path_prefix,
                 upstream: r.upstream,
+                allow_encoded_slash: r.allow_encoded_slash,
             });
         }
 

@@ -90,6 +90,7 @@ mod tests {
             host: host.map(Into::into),
             path_prefix: prefix.into(),
             upstream: url::Url::parse("http://127.0.0.1:1").expect("url"),
+            allow_encoded_slash: false,
         }
     }
 

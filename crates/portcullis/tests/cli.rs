@@ -373,3 +373,28 @@ fn explain_asks_the_running_server_and_sighup_reloads_the_policy() {
     assert!(log.contains("policy reload rejected"), "{log}");
     assert!(log.contains("SIGHUP"), "{log}");
 }
+
+#[test]
+fn check_warns_about_unqualified_groups_with_several_scim_clients() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "[[scim.clients]]\nname = \"okta\"\ntoken_sha256 = \"{hash}\"\n\
+             [[scim.clients]]\nname = \"entra\"\ntoken_sha256 = \"{hash}\"\n\
+             [[routes]]\nname = \"app\"\nupstream = \"http://127.0.0.1:1\"\n"
+        ),
+    );
+    std::fs::write(tmp.path().join("policies/app.toml"), APP_POLICY).expect("policy");
+    let out = portcullis()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 SCIM clients are configured"), "{err}");
+    assert!(err.contains("unqualified groups (staff)"), "{err}");
+}

@@ -407,3 +407,11 @@ fn reason_and_rule_display() {
     assert_eq!(rule.route(), "es");
     assert_eq!(rule.role(), Some("reader"));
 }
+
+#[test]
+fn unqualified_group_grants_are_listed() {
+    let text = "[roles.r]\nallow = [{ route = \"es\", paths = [\"/\"] }]\n[groups]\n\"b\" = [\"r\"]\n\"okta:c\" = [\"r\"]\n\"a\" = [\"r\"]\n";
+    let compiled = crate::compile(&[crate::Source::new("p.toml", text)], &crate::RouteSet::new(["es"]))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(compiled.policy.unqualified_groups(), vec!["a", "b"]);
+}

@@ -75,13 +75,18 @@ async fn world() -> World {
         &RouteSet::new(["es", "kibana"]),
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
-    let route = |name: &str, host: Option<&str>| Route {
+    let route = |name: &str, host: Option<&str>, prefix: &str, allow_encoded_slash: bool| Route {
         name: name.into(),
         host: host.map(Into::into),
-        path_prefix: "/".into(),
+        path_prefix: prefix.into(),
         upstream: url::Url::parse("http://127.0.0.1:1").expect("url"),
+        allow_encoded_slash,
     };
-    let router = Router::new(&[route("es", Some("es.example.com")), route("kibana", None)]);
+    let router = Router::new(&[
+        route("es", Some("es.example.com"), "/", false),
+        route("kibana", None, "/", false),
+        route("files", None, "/files", true),
+    ]);
     World {
         _tmp: tmp,
         directory,
