@@ -24,5 +24,8 @@ done
 step "policy tests"
 cargo run -q -p portcullis -- policy test --config deploy/examples/portcullis.toml
 
+step "SCIM compliance (scim2-tester against a running server)"
+./tests/scim/compliance.sh
+
 echo
 echo "all checks passed"

@@ -1,9 +1,21 @@
 //! Shared helpers for Portcullis's integration tests.
 //!
 //! The tests themselves live in `tests/` of this package: each file is one
-//! area (crash safety, concurrency, ...). Helper binaries that tests run as
-//! real child processes live in `src/bin/`.
+//! area (crash safety, concurrency, SCIM provisioning, ...). Helper binaries
+//! that tests run as real child processes live in `src/bin/`.
+//!
+//! [`TestServer`] runs the real `portcullis::app::run` in-process on
+//! listeners bound to `127.0.0.1:0`, with a store in a temporary directory,
+//! and stops it when dropped.
 
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 
 /// A JSON object from a `json!` literal; panics on anything else, which in a
@@ -12,5 +24,230 @@ pub fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         other => panic!("not a JSON object: {other}"),
+    }
+}
+
+/// SCIM clients every test server knows, with their bearer tokens.
+pub const OKTA_TOKEN: &str = "okta-test-token";
+pub const ENTRA_TOKEN: &str = "entra-test-token";
+
+/// A running Portcullis.
+#[derive(Debug)]
+pub struct TestServer {
+    /// `http://127.0.0.1:port`
+    pub url: String,
+    /// `127.0.0.1:port` of the admin listener.
+    pub admin: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts Portcullis with two SCIM clients (`okta`, `entra`), the given
+    /// extra configuration and policy files.
+    pub async fn start(extra_config: &str, policies: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy_dir = dir.path().join("policies");
+        std::fs::create_dir(&policy_dir).expect("policies dir");
+        for (name, text) in policies {
+            std::fs::write(policy_dir.join(name), text).expect("policy file");
+        }
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let url = format!("http://{}", server.local_addr().expect("addr"));
+        let admin_addr = admin.local_addr().expect("admin addr").to_string();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"{url}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [store]\npath = \"data\"\n\
+             [[scim.clients]]\nname = \"okta\"\ntoken_sha256 = \"{}\"\n\
+             [[scim.clients]]\nname = \"entra\"\ntoken_sha256 = \"{}\"\n{extra_config}",
+            portcullis_scim::auth::token_sha256_hex(OKTA_TOKEN),
+            portcullis_scim::auth::token_sha256_hex(ENTRA_TOKEN),
+        );
+        let config = portcullis::config::Config::parse(&text, Path::new("test.toml"), dir.path())
+            .unwrap_or_else(|e| panic!("test config: {e}"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listeners = portcullis::app::Listeners { server, admin };
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = portcullis::app::run(config, listeners, shutdown).await {
+                panic!("portcullis stopped with an error: {e}");
+            }
+        });
+        let s = TestServer {
+            url,
+            admin: admin_addr,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        };
+        s.wait_ready().await;
+        s
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let ready = http_client()
+                .request(
+                    http::Request::get(format!("http://{}/readyz", self.admin))
+                        .body(Full::new(Bytes::new()))
+                        .expect("request"),
+                )
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            if ready {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "server did not become ready");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A SCIM client speaking as the client with this token.
+    pub fn scim(&self, token: &str) -> ScimClient {
+        ScimClient {
+            base: format!("{}/scim/v2", self.url),
+            token: Some(token.to_owned()),
+            http: http_client(),
+        }
+    }
+
+    /// The directory's view of a user, through the admin listener.
+    pub async fn principal(&self, user_name: &str) -> (StatusCode, Value) {
+        get_json(&format!(
+            "http://{}/v1/principal?user={}",
+            self.admin,
+            encode(user_name)
+        ))
+        .await
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An HTTP client with a connection pool.
+pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Percent-encodes a query parameter value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn get_json(url: &str) -> (StatusCode, Value) {
+    let resp = http_client()
+        .request(http::Request::get(url).body(Full::new(Bytes::new())).expect("request"))
+        .await
+        .expect("GET");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A SCIM response: status, headers and the JSON body (`Null` if empty).
+#[derive(Debug)]
+pub struct ScimResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// A minimal SCIM client for tests. Clones share one connection pool, so
+/// requests reuse keep-alive connections as a real IdP's would.
+#[derive(Debug, Clone)]
+pub struct ScimClient {
+    pub base: String,
+    pub token: Option<String>,
+    pub http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ScimClient {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> ScimResponse {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("accept", "application/scim+json");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/scim+json; charset=utf-8");
+                Bytes::from(b.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let resp = self
+            .http
+            .request(req.body(Full::new(bytes)).expect("request"))
+            .await
+            .expect("SCIM request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let body = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("non-JSON SCIM body ({e}): {body:?}"))
+        };
+        ScimResponse { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> ScimResponse {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> ScimResponse {
+        self.send(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> ScimResponse {
+        self.send(Method::PUT, path, Some(body), &[]).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> ScimResponse {
+        self.send(Method::PATCH, path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> ScimResponse {
+        self.send(Method::DELETE, path, None, &[]).await
     }
 }

@@ -3,7 +3,8 @@
 //! `127.0.0.1:0` and their own shutdown future.
 
 use std::convert::Infallible;
-use std::future::{Future, Ready};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use portcullis_directory::{Directory, Options, StoreError};
+use portcullis_scim::auth::ClientCredential;
+use portcullis_scim::service::{Limits, Scim, Settings};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -60,6 +63,8 @@ pub enum RunError {
     Policy(Vec<portcullis_policy::PolicyError>),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Scim(String),
 }
 
 /// Opens the directory at the configured path. Blocking work (sled open and
@@ -95,10 +100,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         tracing::info!(%server, %admin, public_url = %config.server.public_url, "listening");
     }
     let router = Arc::new(Router::new(&config.routes));
+    let scim = scim_service(&config, directory.clone(), |k| std::env::var(k).ok())?;
     let watcher = tokio::spawn(policy_runtime::watch(policy.clone(), stopped(stop_rx.clone())));
     let server = tokio::spawn(web::serve(
         listeners.server,
-        NoRoute,
+        Gateway { scim },
         stopped(stop_rx.clone()),
         SHUTDOWN_GRACE,
     ));
@@ -119,19 +125,61 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     Ok(())
 }
 
-/// The main listener's answer while no route is configured.
-#[derive(Debug, Clone, Copy)]
-struct NoRoute;
+/// Builds the SCIM service from the configuration, reading each client's
+/// token hash from wherever the configuration says it is.
+pub fn scim_service(
+    config: &Config,
+    directory: Directory,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Scim, RunError> {
+    let mut clients = Vec::with_capacity(config.scim.clients.len());
+    for (i, c) in config.scim.clients.iter().enumerate() {
+        let hex = c
+            .token_sha256
+            .resolve(&env)
+            .map_err(|e| RunError::Scim(format!("scim.clients[{i}].token_sha256: {e}")))?;
+        clients.push(ClientCredential::from_hex(&c.name, &hex, c.rate_limit).map_err(RunError::Scim)?);
+    }
+    let base_url = format!(
+        "{}{}",
+        config.server.public_url.as_str().trim_end_matches('/'),
+        config.scim.path
+    );
+    Scim::new(
+        directory,
+        Settings {
+            base_path: config.scim.path.clone(),
+            base_url,
+            clients,
+            custom_schemas: Vec::new(),
+            limits: Limits::default(),
+        },
+    )
+    .map_err(RunError::Scim)
+}
 
-impl hyper::service::Service<Request<Incoming>> for NoRoute {
+/// The main listener: SCIM under its base path; everything else is for the
+/// proxy, which answers "no route" until routes are served.
+#[derive(Debug, Clone)]
+struct Gateway {
+    scim: Scim,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Gateway {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<Body>, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-    fn call(&self, _req: Request<Incoming>) -> Self::Future {
-        std::future::ready(Ok(web::json(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "no_route", "message": "no route matches this host and path"}),
-        )))
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let scim = self.scim.clone();
+        Box::pin(async move {
+            if scim.owns(req.uri().path()) {
+                return Ok(scim.handle(req).await);
+            }
+            Ok(web::json(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "no_route", "message": "no route matches this host and path"}),
+            ))
+        })
     }
 }

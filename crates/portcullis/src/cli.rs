@@ -72,6 +72,14 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print a new random bearer token for a SCIM client, and the
+    /// configuration lines that hold its SHA-256 (the token itself is never
+    /// stored by Portcullis: give it to the identity provider).
+    ScimToken {
+        /// The client's name in `[[scim.clients]]`.
+        #[arg(long)]
+        client: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +107,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { config },
         } => policy_test(&config),
+        Command::ScimToken { client } => scim_token(&client),
     }
 }
 
@@ -123,6 +132,10 @@ fn serve(path: &Path) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(app::RunError::Scim(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(app::RunError::Policy(errors)) => {
             for e in &errors {
                 eprintln!("{e}");
@@ -499,4 +512,16 @@ fn groups_from_json(body: &[u8], user: &str) -> Result<Vec<portcullis_policy::Gr
                 .collect()
         })
         .unwrap_or_default())
+}
+
+fn scim_token(client: &str) -> ExitCode {
+    let token = portcullis_scim::auth::new_token();
+    println!("token for the identity provider (shown once; keep it secret):");
+    println!("  {token}");
+    println!();
+    println!("configuration:");
+    println!("[[scim.clients]]");
+    println!("name = \"{client}\"");
+    println!("token_sha256 = \"{}\"", portcullis_scim::auth::token_sha256_hex(&token));
+    ExitCode::SUCCESS
 }

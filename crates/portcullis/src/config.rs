@@ -76,6 +76,8 @@ pub struct ScimClient {
     pub name: String,
     /// Hex SHA-256 of the client's bearer token.
     pub token_sha256: SecretSource,
+    /// Requests per second (and burst) this client may make; none if absent.
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -293,6 +295,7 @@ impl Default for RawScim {
 #[derive(Debug, Deserialize)]
 struct RawScimClient {
     name: String,
+    rate_limit: Option<u32>,
     token_sha256: Option<String>,
     token_sha256_file: Option<PathBuf>,
     token_sha256_env: Option<String>,
@@ -388,10 +391,14 @@ impl Validator<'_> {
                     "must be 64 hex digits (the SHA-256 of the token)",
                 );
             }
+            if c.rate_limit == Some(0) {
+                self.error(&format!("{at}.rate_limit"), "must be at least 1 (omit it for no limit)");
+            }
             if let Some(token_sha256) = secret {
                 clients.push(ScimClient {
                     name: c.name,
                     token_sha256,
+                    rate_limit: c.rate_limit,
                 });
             }
         }

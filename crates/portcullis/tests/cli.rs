@@ -398,3 +398,18 @@ fn check_warns_about_unqualified_groups_with_several_scim_clients() {
     assert!(err.contains("2 SCIM clients are configured"), "{err}");
     assert!(err.contains("unqualified groups (staff)"), "{err}");
 }
+
+#[test]
+fn scim_token_prints_a_token_and_its_hash() {
+    let out = portcullis()
+        .args(["scim-token", "--client", "okta"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let token = text.lines().nth(1).map(str::trim).expect("token line");
+    assert_eq!(token.len(), 64, "{text}");
+    let hash = portcullis_scim::auth::token_sha256_hex(token);
+    assert!(text.contains(&format!("token_sha256 = \"{hash}\"")), "{text}");
+    assert!(text.contains("name = \"okta\""), "{text}");
+}

@@ -1,0 +1,22 @@
+//! The SCIM 2.0 service provider (RFC 7643, RFC 7644) that identity
+//! providers push users and groups to.
+//!
+//! # Layout
+//! - [`error`]: SCIM errors and their mapping from directory errors.
+//! - [`schema`]: attribute definitions of the core User and Group schemas,
+//!   the Enterprise User extension and configured custom extensions.
+//! - [`filter`]: the filter grammar and PATCH paths: parsing and evaluation.
+//! - [`patch`]: the PATCH engine over a resource's JSON document.
+//!
+//! What this crate does not do: store anything itself (every change goes
+//! through `portcullis_directory::Directory`), or decide access.
+
+pub mod auth;
+pub mod error;
+pub mod filter;
+pub mod patch;
+pub mod render;
+pub mod schema;
+pub mod service;
+
+pub use error::{ScimError, ScimType};
