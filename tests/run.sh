@@ -27,5 +27,17 @@ cargo run -q -p portcullis -- policy test --config deploy/examples/portcullis.to
 step "SCIM compliance (scim2-tester against a running server)"
 ./tests/scim/compliance.sh
 
+step "fuzzing the SCIM filter parser and PATCH engine (bounded)"
+# cargo-fuzz needs a nightly toolchain; the deterministic fuzz smoke tests in
+# the unit tests above run everywhere, this runs where nightly is installed.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
+  for target in filter patch; do
+    (cd crates/scim/fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="${FUZZ_SECONDS:-30}" -seed=1 2>&1 | tail -n 3)
+  done
+else
+  echo "skipped: no nightly toolchain for cargo-fuzz (the fuzz smoke tests ran with the unit tests)"
+fi
+
 echo
 echo "all checks passed"
