@@ -519,3 +519,68 @@ async fn queries_versions_bulk_and_errors() {
     assert_eq!(r.status, 404);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_schemas_and_rate_limits() {
+    const ACME: &str = "urn:example:params:scim:schemas:extension:acme:2.0:User";
+    let extra = format!(
+        "[[scim.clients]]\nname = \"slow\"\ntoken_sha256 = \"{}\"\nrate_limit = 2\n\
+         [[scim.schemas]]\nid = \"{ACME}\"\nname = \"Acme\"\nresource = \"User\"\n\
+         attributes = [{{ name = \"badge\", type = \"string\" }}, {{ name = \"clearance\", type = \"integer\" }}]\n",
+        portcullis_scim::auth::token_sha256_hex("slow-token")
+    );
+    let server = TestServer::start(&extra, &[]).await;
+    let okta = server.scim(OKTA_TOKEN);
+
+    // The extension is discoverable and validated like the built-ins.
+    let r = okta.get(&format!("/Schemas/{ACME}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["attributes"].as_array().map(Vec::len), Some(2));
+    let r = okta.get("/ResourceTypes/User").await;
+    assert!(r.body["schemaExtensions"].to_string().contains(ACME), "{}", r.body);
+    let r = okta
+        .post(
+            "/Users",
+            &json!({"userName": "frank@example.com", ACME: {"badge": "B-7", "clearance": 3}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body[ACME]["clearance"], 3);
+    assert!(r.body["schemas"].to_string().contains(ACME));
+    let r = okta
+        .post(
+            "/Users",
+            &json!({"userName": "gina@example.com", ACME: {"clearance": "high"}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["scimType"].as_str()),
+        (400, Some("invalidValue")),
+        "{}",
+        r.body
+    );
+    let r = okta
+        .get(&format!("/Users?{}", filter(&format!("{ACME}:badge eq \"B-7\""))))
+        .await;
+    assert_list(&r, 1);
+
+    // A client over its rate limit gets 429 with Retry-After; others are unaffected.
+    let slow = server.scim("slow-token");
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(slow.get("/Users").await.status.as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(statuses[0], 200);
+    let limited = slow.get("/Users").await;
+    if limited.status == 429 {
+        let wait: u64 = limited.headers["retry-after"]
+            .to_str()
+            .expect("header")
+            .parse()
+            .expect("seconds");
+        assert!((1..=2).contains(&wait), "{wait}");
+    }
+    assert_eq!(okta.get("/Users").await.status, 200);
+    server.stop().await;
+}

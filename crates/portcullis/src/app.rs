@@ -151,7 +151,7 @@ pub fn scim_service(
             base_path: config.scim.path.clone(),
             base_url,
             clients,
-            custom_schemas: Vec::new(),
+            custom_schemas: config.scim.schemas.clone(),
             limits: Limits::default(),
         },
     )

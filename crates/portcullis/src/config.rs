@@ -69,6 +69,9 @@ pub struct Scim {
     /// Path prefix of the SCIM endpoint under `public_url`.
     pub path: String,
     pub clients: Vec<ScimClient>,
+    /// Custom extension schemas, served in `/Schemas` and validated like
+    /// the built-in ones.
+    pub schemas: Vec<portcullis_scim::schema::CustomSchema>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +284,8 @@ struct RawScim {
     path: String,
     #[serde(default)]
     clients: Vec<RawScimClient>,
+    #[serde(default)]
+    schemas: Vec<portcullis_scim::schema::CustomSchema>,
 }
 
 impl Default for RawScim {
@@ -288,6 +293,7 @@ impl Default for RawScim {
         RawScim {
             path: default_scim_path(),
             clients: Vec::new(),
+            schemas: Vec::new(),
         }
     }
 }
@@ -403,6 +409,10 @@ impl Validator<'_> {
             }
         }
 
+        if let Err(e) = portcullis_scim::schema::Schemas::new(&raw.scim.schemas) {
+            self.error("scim.schemas", e.to_string());
+        }
+
         let mut routes = Vec::new();
         let mut names = HashSet::new();
         let mut matchers = HashSet::new();
@@ -458,6 +468,7 @@ impl Validator<'_> {
             scim: Scim {
                 path: scim_path,
                 clients,
+                schemas: raw.scim.schemas,
             },
             routes,
         }

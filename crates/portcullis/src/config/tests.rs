@@ -180,3 +180,30 @@ fn secrets_resolve_from_each_source_without_leaking() {
         }
     }
 }
+
+#[test]
+fn custom_scim_schemas_are_read_and_checked() {
+    let c = parse(
+        r#"
+[[scim.schemas]]
+id = "urn:example:params:scim:schemas:extension:acme:2.0:User"
+name = "Acme"
+resource = "User"
+attributes = [
+  { name = "badge", type = "string", required = true },
+  { name = "clearance", type = "integer" },
+]
+"#,
+    )
+    .expect("valid");
+    assert_eq!(c.scim.schemas.len(), 1);
+    assert_eq!(c.scim.schemas[0].attributes[1].name, "clearance");
+    check_errors(
+        "[[scim.schemas]]\nid = \"acme\"\nname = \"Acme\"\nresource = \"User\"\nattributes = []\n",
+        &[(1, 1, "scim.schemas", "must be a URN")],
+    );
+    check_errors(
+        "[[scim.schemas]]\nid = \"urn:x:User\"\nname = \"X\"\nresource = \"User\"\nattributes = [{ name = \"a\", type = \"string\", colour = 1 }]\n",
+        &[(5, 46, "scim.schemas[0].attributes[0].colour", "unknown field `colour`")],
+    );
+}
