@@ -20,3 +20,6 @@ pub mod schema;
 pub mod service;
 
 pub use error::{ScimError, ScimType};
+
+#[cfg(test)]
+mod test_util;
