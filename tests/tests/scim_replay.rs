@@ -367,6 +367,19 @@ async fn clients_are_authenticated_and_isolated() {
     assert_list(&entra.get("/Users").await, 0);
     assert_eq!(entra.get(&format!("/Users/{id}")).await.status, 404);
     assert_eq!(entra.delete(&format!("/Users/{id}")).await.status, 404);
+    // Not through a filter on its id either (answered from an index).
+    assert_list(
+        &entra
+            .get(&format!("/Users?{}", filter(&format!("id eq \"{id}\""))))
+            .await,
+        0,
+    );
+    assert_list(
+        &okta
+            .get(&format!("/Users?{}", filter(&format!("id eq \"{id}\""))))
+            .await,
+        1,
+    );
     // ...but userName stays unique across clients: it is what tokens bind to.
     assert_eq!(
         entra

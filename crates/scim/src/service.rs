@@ -368,7 +368,7 @@ impl Scim {
         if !self.owned(call, kind, id) {
             return Err(not_found(kind, id));
         }
-        let with_members = params.wants(&self.inner.schemas, kind, "members");
+        let with_members = params.wants("members");
         let (doc, meta) = self.render(kind, id, with_members).ok_or_else(|| not_found(kind, id))?;
         if let Some(tag) = call.headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
             && tag.split(',').any(|t| {
@@ -402,8 +402,7 @@ impl Scim {
             // 400 invalidFilter rather than silently matching nothing.
             f.validate(schema)?;
         }
-        let with_members = params.wants(&self.inner.schemas, kind, "members")
-            || params.filter.as_ref().is_some_and(|f| mentions(f, "members"));
+        let with_members = params.wants("members") || params.filter.as_ref().is_some_and(|f| mentions(f, "members"));
         let owner = &call.client.name;
         let limits = self.inner.settings.limits;
         let count = match params.count {
@@ -446,6 +445,9 @@ impl Scim {
         let mut matched: Vec<Value> = self
             .candidates(kind, owner, params.filter.as_ref())
             .into_iter()
+            // Candidates are already the client's own; checking again keeps
+            // a future index path from ever leaking another client's data.
+            .filter(|id| self.owned(call, kind, id))
             .filter_map(|id| self.render(kind, &id, with_members).map(|(v, _)| v))
             .filter(|v| params.filter.as_ref().is_none_or(|f| f.matches(v, schema)))
             .collect();
@@ -498,7 +500,20 @@ impl Scim {
                     continue;
                 }
                 let ids: Option<Vec<String>> = match (kind, name.as_str(), sub.as_deref()) {
-                    (_, "id", None) => Some(vec![value.to_owned()]),
+                    (ResourceKind::User, "id", None) => Some(
+                        d.user(value)
+                            .filter(mine_u)
+                            .map(|u| u.id.to_string())
+                            .into_iter()
+                            .collect(),
+                    ),
+                    (ResourceKind::Group, "id", None) => Some(
+                        d.group(value)
+                            .filter(mine_g)
+                            .map(|g| g.id.to_string())
+                            .into_iter()
+                            .collect(),
+                    ),
                     (ResourceKind::User, "username", None) => Some(
                         d.user_by_name(value)
                             .filter(mine_u)
@@ -827,7 +842,7 @@ impl Scim {
         status: StatusCode,
     ) -> Result<Resp, ScimError> {
         let params = call.query_params()?;
-        let with_members = params.wants(&self.inner.schemas, kind, "members");
+        let with_members = params.wants("members");
         let (doc, _) = self.render(kind, id, with_members).ok_or_else(|| not_found(kind, id))?;
         let mut resp = json_response(status, &params.project(&self.inner.schemas, kind, &doc));
         set_etag(&mut resp, &meta);
@@ -1015,7 +1030,7 @@ impl Params {
 
     /// Whether the response will show `attr` (used to skip computing a
     /// group's members when they would be projected away).
-    fn wants(&self, _schemas: &Schemas, _kind: ResourceKind, attr: &str) -> bool {
+    fn wants(&self, attr: &str) -> bool {
         let named = |list: &Option<Vec<AttrPath>>| {
             list.as_ref()
                 .is_some_and(|l| l.iter().any(|p| p.name.eq_ignore_ascii_case(attr)))
