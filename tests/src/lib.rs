@@ -8,6 +8,9 @@
 //! listeners bound to `127.0.0.1:0`, with a store in a temporary directory,
 //! and stops it when dropped.
 
+pub mod pki;
+pub mod upstream;
+
 use std::path::Path;
 
 use bytes::Bytes;
@@ -47,6 +50,11 @@ impl TestServer {
     /// Starts Portcullis with two SCIM clients (`okta`, `entra`), the given
     /// extra configuration and policy files.
     pub async fn start(extra_config: &str, policies: &[(&str, &str)]) -> TestServer {
+        Self::start_full("", extra_config, policies).await
+    }
+
+    /// Like [`Self::start`], with extra keys for the `[server]` table.
+    pub async fn start_full(server_extra: &str, extra_config: &str, policies: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy_dir = dir.path().join("policies");
         std::fs::create_dir(&policy_dir).expect("policies dir");
@@ -58,7 +66,7 @@ impl TestServer {
         let url = format!("http://{}", server.local_addr().expect("addr"));
         let admin_addr = admin.local_addr().expect("admin addr").to_string();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"{url}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"{url}\"\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              [store]\npath = \"data\"\n\
              [[scim.clients]]\nname = \"okta\"\ntoken_sha256 = \"{}\"\n\
              [[scim.clients]]\nname = \"entra\"\ntoken_sha256 = \"{}\"\n{extra_config}",
@@ -127,6 +135,16 @@ impl TestServer {
     }
 
     /// Stops the server and waits for it to finish.
+    /// The directory the server's relative paths resolve against.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The proxy listener's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.url.trim_start_matches("http://").parse().expect("server address")
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -2,7 +2,8 @@
 //! serve: the store is healthy and a policy is loaded), and two read-only
 //! views for operators and the CLI: `/v1/explain?user=&method=&url=` (the
 //! decision the proxy would make now, and why) and `/v1/principal?user=`
-//! (a user's groups as the directory holds them). Metrics join it later.
+//! (a user's groups as the directory holds them). `/readyz` also waits for
+//! the OIDC issuer's keys when one is configured. Metrics join it later.
 //!
 //! Keep this listener on a private address; it is not authenticated.
 
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use portcullis_directory::{Directory, Health, IdentityAttr, Lookup};
+use portcullis_oidc::Verifier;
 use serde_json::json;
 
 use crate::authz;
@@ -29,14 +31,23 @@ pub struct Admin {
     directory: Directory,
     policy: Arc<PolicyRuntime>,
     router: Arc<Router>,
+    /// The bearer-token verifier, when an OIDC issuer is configured: ready
+    /// once its discovery and first key set are in.
+    verifier: Option<Verifier>,
 }
 
 impl Admin {
-    pub fn new(directory: Directory, policy: Arc<PolicyRuntime>, router: Arc<Router>) -> Self {
+    pub fn new(
+        directory: Directory,
+        policy: Arc<PolicyRuntime>,
+        router: Arc<Router>,
+        verifier: Option<Verifier>,
+    ) -> Self {
         Admin {
             directory,
             policy,
             router,
+            verifier,
         }
     }
 
@@ -92,14 +103,24 @@ impl Admin {
             "reloads": stats.reloads,
             "reload_failures": stats.failures,
         });
+        let oidc = match &self.verifier {
+            None => "not configured",
+            Some(v) if v.is_ready() => "ok",
+            Some(_) => "waiting for discovery and keys",
+        };
+        let oidc_ok = self.verifier.as_ref().is_none_or(Verifier::is_ready);
         match self.directory.health() {
-            Health::Ok => json(
+            Health::Ok if oidc_ok => json(
                 StatusCode::OK,
-                &json!({"status": "ready", "store": "ok", "policy": policy}),
+                &json!({"status": "ready", "store": "ok", "policy": policy, "oidc": oidc}),
+            ),
+            Health::Ok => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not ready", "store": "ok", "policy": policy, "oidc": oidc}),
             ),
             Health::Failed(reason) => json(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not ready", "store": format!("failed: {reason}"), "policy": policy}),
+                &json!({"status": "not ready", "store": format!("failed: {reason}"), "policy": policy, "oidc": oidc}),
             ),
         }
     }

@@ -8,24 +8,31 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::StatusCode;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use portcullis_directory::{Directory, Options, StoreError};
+use portcullis_oidc::{AssertionSigner, IssuerConfig, Verifier};
 use portcullis_scim::auth::ClientCredential;
 use portcullis_scim::service::{Limits, Scim, Settings};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::policy_runtime::{self, PolicyRuntime};
+use crate::proxy::{Proxy, ProxyBody};
 use crate::routes::Router;
-use crate::web::{self, Body};
+use crate::tls::ServerCert;
+use crate::web::{self, ConnInfo, Transport};
 
-/// How long in-flight requests may take to finish after shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long in-flight admin requests may take to finish after shutdown
+/// begins (the proxy listener's grace is configurable).
+pub const ADMIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the TLS certificate files are checked for a change.
+const CERT_POLL: Duration = Duration::from_secs(5);
 
 /// The sockets Portcullis serves on, already bound.
 #[derive(Debug)]
@@ -65,6 +72,12 @@ pub enum RunError {
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Scim(String),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("oidc: {0}")]
+    Oidc(String),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyStartError),
 }
 
 /// Opens the directory at the configured path. Blocking work (sled open and
@@ -100,26 +113,80 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         tracing::info!(%server, %admin, public_url = %config.server.public_url, "listening");
     }
     let router = Arc::new(Router::new(&config.routes));
-    let scim = scim_service(&config, directory.clone(), |k| std::env::var(k).ok())?;
-    let watcher = tokio::spawn(policy_runtime::watch(policy.clone(), stopped(stop_rx.clone())));
+    let env = |k: &str| std::env::var(k).ok();
+    let scim = scim_service(&config, directory.clone(), env)?;
+    let verifier = match &config.oidc {
+        Some(o) => {
+            let mut issuer = IssuerConfig::new(o.issuer.clone(), o.audiences.clone());
+            issuer.leeway = o.leeway;
+            issuer.ca_file = o.ca_file.clone();
+            Some(Verifier::new(issuer).map_err(|e| RunError::Oidc(e.to_string()))?)
+        }
+        None => None,
+    };
+    let signer = match &config.assertion.key_file {
+        Some(path) => AssertionSigner::from_pem_file(&config.assertion.issuer, path),
+        None => AssertionSigner::generate(&config.assertion.issuer),
+    }
+    .map_err(|e| RunError::Oidc(e.to_string()))?;
+    let proxy = Proxy::new(
+        &config,
+        policy.clone(),
+        directory.clone(),
+        verifier.clone(),
+        signer,
+        &env,
+    )?;
+    let cert = match &config.server.tls {
+        Some(tls) => Some(ServerCert::load(&tls.cert, &tls.key)?),
+        None => None,
+    };
+    let transport = Transport {
+        tls: match &cert {
+            Some(cert) => Some(TlsAcceptor::from(Arc::new(cert.server_config()?))),
+            None => None,
+        },
+        header_read_timeout: config.server.header_read_timeout,
+        grace: config.server.shutdown_grace,
+    };
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(policy_runtime::watch(
+        policy.clone(),
+        stopped(stop_rx.clone()),
+    )));
+    if let Some(verifier) = verifier.clone() {
+        let stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move { verifier.run(stop).await }));
+    }
+    if let Some(cert) = cert {
+        tasks.push(tokio::spawn(cert.watch(CERT_POLL, stopped(stop_rx.clone()))));
+    }
+    let gateway = Gateway { scim, proxy };
     let server = tokio::spawn(web::serve(
         listeners.server,
-        Gateway { scim },
+        move |conn| GatewayConn {
+            gateway: gateway.clone(),
+            conn,
+        },
+        transport,
         stopped(stop_rx.clone()),
-        SHUTDOWN_GRACE,
     ));
+    let admin = Admin::new(directory.clone(), policy, router, verifier);
     let admin = tokio::spawn(web::serve(
         listeners.admin,
-        Admin::new(directory.clone(), policy, router),
+        move |_| admin.clone(),
+        Transport::plain(ADMIN_SHUTDOWN_GRACE),
         stopped(stop_rx),
-        SHUTDOWN_GRACE,
     ));
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     server.await?;
     admin.await?;
-    watcher.await?;
+    for task in tasks {
+        task.await?;
+    }
     drop(directory);
     tracing::info!("stopped");
     Ok(())
@@ -158,28 +225,35 @@ pub fn scim_service(
     .map_err(RunError::Scim)
 }
 
-/// The main listener: SCIM under its base path; everything else is for the
-/// proxy, which answers "no route" until routes are served.
+/// The main listener: SCIM under its base path, everything else to the
+/// proxy.
 #[derive(Debug, Clone)]
 struct Gateway {
     scim: Scim,
+    proxy: Proxy,
 }
 
-impl hyper::service::Service<Request<Incoming>> for Gateway {
-    type Response = Response<Body>;
+/// The gateway bound to one connection.
+#[derive(Debug, Clone)]
+struct GatewayConn {
+    gateway: Gateway,
+    conn: ConnInfo,
+}
+
+impl hyper::service::Service<Request<Incoming>> for GatewayConn {
+    type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let scim = self.scim.clone();
+        let gateway = self.gateway.clone();
+        let conn = self.conn;
         Box::pin(async move {
-            if scim.owns(req.uri().path()) {
-                return Ok(scim.handle(req).await);
+            if gateway.scim.owns(req.uri().path()) {
+                let resp = gateway.scim.handle(req).await;
+                return Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()));
             }
-            Ok(web::json(
-                StatusCode::NOT_FOUND,
-                &json!({"error": "no_route", "message": "no route matches this host and path"}),
-            ))
+            Ok(gateway.proxy.handle(req, conn).await)
         })
     }
 }

@@ -132,7 +132,11 @@ fn serve(path: &Path) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(app::RunError::Scim(e)) => {
+        Err(
+            e @ (app::RunError::Scim(_) | app::RunError::Tls(_) | app::RunError::Oidc(_) | app::RunError::Proxy(_)),
+        ) => {
+            // What the configuration points at is unusable: a usage error,
+            // like an invalid file.
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
@@ -238,6 +242,26 @@ pub fn check_references(config: &Config, env: impl Fn(&str) -> Option<String>) -
             && let Err(errors) = portcullis_policy::read_tests_dir(&tests)
         {
             problems.extend(errors.iter().map(|e| e.to_string()));
+        }
+    }
+    if let Some(tls) = &config.server.tls
+        && let Err(e) = crate::tls::ServerCert::load(&tls.cert, &tls.key)
+    {
+        problems.push(format!("server.tls: {e}"));
+    }
+    if let Some(path) = &config.assertion.key_file
+        && let Err(e) = portcullis_oidc::AssertionSigner::from_pem_file(&config.assertion.issuer, path)
+    {
+        problems.push(format!("assertion.key_file: {e}"));
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Err(e) = crate::proxy::upstream::Upstream::new(route) {
+            problems.push(format!("routes[{i}]: {e}"));
+        }
+        if let Some(c) = &route.credentials
+            && let Err(e) = crate::proxy::credentials_header(c, &env)
+        {
+            problems.push(format!("routes[{i}].credentials: {e}"));
         }
     }
     let store = &config.store.path;

@@ -15,6 +15,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -34,6 +35,11 @@ pub struct Config {
     pub store: Store,
     pub policy: Policy,
     pub scim: Scim,
+    /// The OpenID Connect provider whose bearer tokens the proxy accepts;
+    /// without it every non-public request is refused with 401.
+    pub oidc: Option<Oidc>,
+    pub identity: IdentityBinding,
+    pub assertion: Assertion,
     pub routes: Vec<Route>,
 }
 
@@ -44,6 +50,55 @@ pub struct Server {
     /// The URL users reach Portcullis at: used for redirects, cookies and
     /// SCIM `meta.location`.
     pub public_url: Url,
+    /// Serve HTTPS with these PEM files; plain HTTP when absent.
+    pub tls: Option<Tls>,
+    /// Peers whose `X-Forwarded-*` / `Forwarded` headers are believed (a
+    /// load balancer in front). Anyone else's are replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long in-flight requests may run after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// Longest time to receive a request's headers (slowloris guard).
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PKCS#8, PKCS#1 or SEC1 private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Oidc {
+    pub issuer: Url,
+    /// A token's `aud` must name at least one of these.
+    pub audiences: Vec<String>,
+    /// Extra CA certificates (PEM) for reaching the issuer.
+    pub ca_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+}
+
+/// How a verified token is bound to a directory user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityBinding {
+    /// The token claim holding the user's identifier.
+    pub claim: String,
+    /// The SCIM attribute the claim is looked up as.
+    pub attribute: portcullis_directory::IdentityAttr,
+}
+
+/// Portcullis's own signed identity assertion for upstreams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assertion {
+    /// `iss` of the assertion; defaults to `public_url`.
+    pub issuer: String,
+    /// A PKCS#8 P-256 key; a fresh key per process when absent (fine for
+    /// one instance, but several instances must share a key file).
+    pub key_file: Option<PathBuf>,
+    /// Lifetime of one assertion.
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,9 +147,125 @@ pub struct Route {
     /// Accept `%2F` (an encoded slash) in paths, kept encoded; refused with
     /// 400 otherwise, since it makes one path readable two ways.
     pub allow_encoded_slash: bool,
+    /// Pass the client's own `Authorization` header upstream.
+    pub forward_authorization: bool,
+    /// Trust these CA certificates (PEM) for an https upstream, instead of
+    /// the public roots.
+    pub upstream_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS to the upstream.
+    pub upstream_client_cert: Option<(PathBuf, PathBuf)>,
+    /// Speak HTTP/2 to the upstream with prior knowledge (h2c for http
+    /// upstreams; gRPC servers usually want this).
+    pub upstream_http2: bool,
+    pub connect_timeout: Duration,
+    /// Time from sending the request to receiving the response headers.
+    pub response_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub idle_timeout: Duration,
+    /// Limit on the whole exchange, bodies included; none by default so
+    /// long downloads and WebSockets are not cut.
+    pub total_timeout: Option<Duration>,
+    /// Largest request body accepted (413 above); unlimited when absent.
+    pub max_request_body: Option<u64>,
+    pub headers: IdentityHeaders,
+    /// `aud` of the assertion sent to this route.
+    pub assertion_audience: String,
+    /// Which groups the assertion and the groups header carry.
+    pub assertion_groups: GroupScope,
+    /// Portcullis's own credentials for the upstream.
+    pub credentials: Option<Credentials>,
+    /// A header carrying the user's `userName`, e.g.
+    /// `es-security-runas-user` for Elasticsearch run-as.
+    pub run_as_header: Option<http::HeaderName>,
+}
+
+/// Header names Portcullis sets on requests to a route; `None` sends none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityHeaders {
+    pub user: Option<http::HeaderName>,
+    pub email: Option<http::HeaderName>,
+    pub groups: Option<http::HeaderName>,
+    pub roles: Option<http::HeaderName>,
+    /// The signed assertion; `authorization` sends it as `Bearer`.
+    pub assertion: Option<http::HeaderName>,
+    pub request_id: Option<http::HeaderName>,
+}
+
+impl IdentityHeaders {
+    /// Every header name Portcullis sets for this route.
+    pub fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
+        [
+            &self.user,
+            &self.email,
+            &self.groups,
+            &self.roles,
+            &self.assertion,
+            &self.request_id,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Which of a user's groups are passed upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupScope {
+    /// Only groups the policy grants roles to: keeps headers small for
+    /// users in hundreds of groups.
+    Policy,
+    /// Every group.
+    All,
+    /// None.
+    None,
+}
+
+/// Credentials Portcullis presents to an upstream on every request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Credentials {
+    /// `user:password`.
+    Basic(SecretSource),
+    /// A bearer token.
+    Bearer(SecretSource),
 }
 
 impl Route {
+    /// A route to `upstream` with every optional setting at its documented
+    /// default (what a `[[routes]]` entry with only `name` and `upstream`
+    /// gives).
+    pub fn new(name: &str, upstream: Url) -> Route {
+        let duration = |text: String| humantime::parse_duration(&text).unwrap_or(Duration::from_secs(5));
+        let header = |text: String| http::HeaderName::from_bytes(text.as_bytes()).ok();
+        Route {
+            name: name.to_owned(),
+            host: None,
+            path_prefix: default_path_prefix(),
+            upstream,
+            allow_encoded_slash: false,
+            forward_authorization: false,
+            upstream_ca: None,
+            upstream_client_cert: None,
+            upstream_http2: false,
+            connect_timeout: duration(default_connect_timeout()),
+            response_timeout: duration(default_response_timeout()),
+            idle_timeout: duration(default_idle_timeout()),
+            total_timeout: None,
+            max_request_body: None,
+            headers: IdentityHeaders {
+                user: header(default_user_header()),
+                email: header(default_email_header()),
+                groups: header(default_groups_header()),
+                roles: header(default_roles_header()),
+                assertion: header(default_assertion_header()),
+                request_id: header(default_request_id_header()),
+            },
+            assertion_audience: name.to_owned(),
+            assertion_groups: default_group_scope(),
+            credentials: None,
+            run_as_header: None,
+        }
+    }
+
     /// How this route's request paths are normalized.
     pub fn normalize_options(&self) -> portcullis_policy::NormalizeOptions {
         portcullis_policy::NormalizeOptions {
@@ -215,6 +386,11 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     scim: RawScim,
+    oidc: Option<RawOidc>,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
+    assertion: RawAssertion,
     #[serde(default)]
     routes: Vec<RawRoute>,
 }
@@ -225,6 +401,13 @@ struct RawServer {
     listen: SocketAddr,
     #[serde(default = "default_public_url")]
     public_url: Url,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default = "default_shutdown_grace")]
+    shutdown_grace: String,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout: String,
 }
 
 impl Default for RawServer {
@@ -232,6 +415,60 @@ impl Default for RawServer {
         RawServer {
             listen: default_listen(),
             public_url: default_public_url(),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            shutdown_grace: default_shutdown_grace(),
+            header_read_timeout: default_header_read_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawOidc {
+    issuer: Url,
+    audiences: Vec<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_leeway")]
+    leeway: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawIdentity {
+    #[serde(default = "default_identity_claim")]
+    claim: String,
+    #[serde(default = "default_identity_attribute")]
+    attribute: String,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        RawIdentity {
+            claim: default_identity_claim(),
+            attribute: default_identity_attribute(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAssertion {
+    issuer: Option<String>,
+    key_file: Option<PathBuf>,
+    #[serde(default = "default_assertion_ttl")]
+    ttl: String,
+}
+
+impl Default for RawAssertion {
+    fn default() -> Self {
+        RawAssertion {
+            issuer: None,
+            key_file: None,
+            ttl: default_assertion_ttl(),
         }
     }
 }
@@ -316,6 +553,67 @@ struct RawRoute {
     upstream: Url,
     #[serde(default)]
     allow_encoded_slash: bool,
+    #[serde(default)]
+    forward_authorization: bool,
+    upstream_ca: Option<PathBuf>,
+    upstream_client_cert: Option<PathBuf>,
+    upstream_client_key: Option<PathBuf>,
+    #[serde(default)]
+    upstream_http2: bool,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: String,
+    #[serde(default = "default_response_timeout")]
+    response_timeout: String,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout: String,
+    total_timeout: Option<String>,
+    max_request_body: Option<u64>,
+    #[serde(default)]
+    headers: RawHeaders,
+    assertion_audience: Option<String>,
+    #[serde(default = "default_group_scope")]
+    assertion_groups: GroupScope,
+    credentials: Option<RawCredentials>,
+    run_as_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawHeaders {
+    #[serde(default = "default_user_header")]
+    user: String,
+    #[serde(default = "default_email_header")]
+    email: String,
+    #[serde(default = "default_groups_header")]
+    groups: String,
+    #[serde(default = "default_roles_header")]
+    roles: String,
+    #[serde(default = "default_assertion_header")]
+    assertion: String,
+    #[serde(default = "default_request_id_header")]
+    request_id: String,
+}
+
+impl Default for RawHeaders {
+    fn default() -> Self {
+        RawHeaders {
+            user: default_user_header(),
+            email: default_email_header(),
+            groups: default_groups_header(),
+            roles: default_roles_header(),
+            assertion: default_assertion_header(),
+            request_id: default_request_id_header(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCredentials {
+    basic: Option<String>,
+    basic_file: Option<PathBuf>,
+    basic_env: Option<String>,
+    bearer: Option<String>,
+    bearer_file: Option<PathBuf>,
+    bearer_env: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -339,6 +637,54 @@ fn default_scim_path() -> String {
 }
 fn default_path_prefix() -> String {
     "/".into()
+}
+fn default_shutdown_grace() -> String {
+    "10s".into()
+}
+fn default_header_read_timeout() -> String {
+    "30s".into()
+}
+fn default_leeway() -> String {
+    "30s".into()
+}
+fn default_identity_claim() -> String {
+    "email".into()
+}
+fn default_identity_attribute() -> String {
+    "userName".into()
+}
+fn default_assertion_ttl() -> String {
+    "5m".into()
+}
+fn default_connect_timeout() -> String {
+    "5s".into()
+}
+fn default_response_timeout() -> String {
+    "60s".into()
+}
+fn default_idle_timeout() -> String {
+    "90s".into()
+}
+fn default_group_scope() -> GroupScope {
+    GroupScope::Policy
+}
+fn default_user_header() -> String {
+    "x-portcullis-user".into()
+}
+fn default_email_header() -> String {
+    "x-portcullis-email".into()
+}
+fn default_groups_header() -> String {
+    "x-portcullis-groups".into()
+}
+fn default_roles_header() -> String {
+    "x-portcullis-roles".into()
+}
+fn default_assertion_header() -> String {
+    "x-portcullis-assertion".into()
+}
+fn default_request_id_header() -> String {
+    "x-request-id".into()
 }
 
 // ---- validation --------------------------------------------------------------
@@ -441,20 +787,177 @@ impl Validator<'_> {
             if !matches!(r.upstream.scheme(), "http" | "https") || r.upstream.host().is_none() {
                 self.error(&format!("{at}.upstream"), "must be an http or https URL with a host");
             }
+            let upstream_client_cert = match (r.upstream_client_cert, r.upstream_client_key) {
+                (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+                (None, None) => None,
+                (Some(_), None) => {
+                    self.error(
+                        &format!("{at}.upstream_client_cert"),
+                        "needs upstream_client_key as well",
+                    );
+                    None
+                }
+                (None, Some(_)) => {
+                    self.error(
+                        &format!("{at}.upstream_client_key"),
+                        "needs upstream_client_cert as well",
+                    );
+                    None
+                }
+            };
+            if r.upstream.scheme() == "http" && (r.upstream_ca.is_some() || upstream_client_cert.is_some()) {
+                self.error(&format!("{at}.upstream"), "TLS settings need an https upstream");
+            }
+            let headers = r.headers;
+            let headers = IdentityHeaders {
+                user: self.header_name(&format!("{at}.headers.user"), &headers.user),
+                email: self.header_name(&format!("{at}.headers.email"), &headers.email),
+                groups: self.header_name(&format!("{at}.headers.groups"), &headers.groups),
+                roles: self.header_name(&format!("{at}.headers.roles"), &headers.roles),
+                assertion: self.header_name(&format!("{at}.headers.assertion"), &headers.assertion),
+                request_id: self.header_name(&format!("{at}.headers.request_id"), &headers.request_id),
+            };
+            let credentials = r
+                .credentials
+                .and_then(|c| self.credentials(&format!("{at}.credentials"), c, base));
+            let authorization_in_use = headers.assertion.as_ref() == Some(&http::header::AUTHORIZATION);
+            if authorization_in_use && credentials.is_some() {
+                self.error(
+                    &format!("{at}.headers.assertion"),
+                    "the assertion cannot go in Authorization when the route has credentials",
+                );
+            }
+            if (authorization_in_use || credentials.is_some()) && r.forward_authorization {
+                self.error(
+                    &format!("{at}.forward_authorization"),
+                    "the client's Authorization cannot be forwarded when Portcullis sets its own",
+                );
+            }
+            let run_as_header = r
+                .run_as_header
+                .and_then(|h| self.header_name(&format!("{at}.run_as_header"), &h));
+            if let Some(h) = &run_as_header
+                && is_reserved_header(h)
+            {
+                self.error(&format!("{at}.run_as_header"), format!("{h} is managed by the proxy"));
+            }
+            for (key, name) in [
+                ("user", &headers.user),
+                ("email", &headers.email),
+                ("groups", &headers.groups),
+                ("roles", &headers.roles),
+                ("request_id", &headers.request_id),
+            ] {
+                if let Some(h) = name
+                    && (is_reserved_header(h) || h == http::header::AUTHORIZATION)
+                {
+                    self.error(&format!("{at}.headers.{key}"), format!("{h} is managed by the proxy"));
+                }
+            }
+            let total_timeout = r
+                .total_timeout
+                .map(|t| self.duration(&format!("{at}.total_timeout"), &t));
             routes.push(Route {
+                connect_timeout: self.duration(&format!("{at}.connect_timeout"), &r.connect_timeout),
+                response_timeout: self.duration(&format!("{at}.response_timeout"), &r.response_timeout),
+                idle_timeout: self.duration(&format!("{at}.idle_timeout"), &r.idle_timeout),
+                total_timeout,
+                assertion_audience: r.assertion_audience.unwrap_or_else(|| r.name.clone()),
                 name: r.name,
                 host,
                 path_prefix: r.path_prefix,
                 upstream: r.upstream,
                 allow_encoded_slash: r.allow_encoded_slash,
+                forward_authorization: r.forward_authorization,
+                upstream_ca: r.upstream_ca.map(|p| base.join(p)),
+                upstream_client_cert,
+                upstream_http2: r.upstream_http2,
+                max_request_body: r.max_request_body,
+                headers,
+                assertion_groups: r.assertion_groups,
+                credentials,
+                run_as_header,
             });
         }
+
+        let tls = raw.server.tls.map(|t| Tls {
+            cert: base.join(t.cert),
+            key: base.join(t.key),
+        });
+        let mut trusted_proxies = Vec::new();
+        for (i, cidr) in raw.server.trusted_proxies.iter().enumerate() {
+            // A bare address means that one host.
+            let parsed = cidr
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => self.error(
+                    &format!("server.trusted_proxies.{i}"),
+                    format!("{cidr:?} is not an IP address or CIDR range"),
+                ),
+            }
+        }
+        let shutdown_grace = self.duration("server.shutdown_grace", &raw.server.shutdown_grace);
+        let header_read_timeout = self.duration("server.header_read_timeout", &raw.server.header_read_timeout);
+
+        let oidc = raw.oidc.map(|o| {
+            if o.audiences.is_empty() {
+                self.error("oidc.audiences", "name at least one audience");
+            }
+            let loopback = match o.issuer.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if o.issuer.scheme() != "https" && !(o.issuer.scheme() == "http" && loopback) {
+                self.error("oidc.issuer", "must be an https URL (http only for a loopback address)");
+            }
+            Oidc {
+                issuer: o.issuer,
+                audiences: o.audiences,
+                ca_file: o.ca_file.map(|p| base.join(p)),
+                leeway: self.duration("oidc.leeway", &o.leeway),
+            }
+        });
+        let attribute = match raw.identity.attribute.as_str() {
+            "userName" => portcullis_directory::IdentityAttr::UserName,
+            "externalId" => portcullis_directory::IdentityAttr::ExternalId,
+            "emails" => portcullis_directory::IdentityAttr::Email,
+            other => {
+                self.error(
+                    "identity.attribute",
+                    format!("{other:?} is not one of \"userName\", \"externalId\", \"emails\""),
+                );
+                portcullis_directory::IdentityAttr::UserName
+            }
+        };
+        if raw.identity.claim.is_empty() {
+            self.error("identity.claim", "must name a token claim");
+        }
+        let assertion_ttl = self.duration("assertion.ttl", &raw.assertion.ttl);
+        if assertion_ttl < Duration::from_secs(10) || assertion_ttl > Duration::from_secs(3600) {
+            self.error("assertion.ttl", "must be between 10s and 1h");
+        }
+        let assertion = Assertion {
+            issuer: raw
+                .assertion
+                .issuer
+                .unwrap_or_else(|| public_url.as_str().trim_end_matches('/').to_owned()),
+            key_file: raw.assertion.key_file.map(|p| base.join(p)),
+            ttl: assertion_ttl,
+        };
 
         Config {
             origin: self.located.origin.to_owned(),
             server: Server {
                 listen: raw.server.listen,
                 public_url,
+                tls,
+                trusted_proxies,
+                shutdown_grace,
+                header_read_timeout,
             },
             admin: Admin {
                 listen: raw.admin.listen,
@@ -470,7 +973,63 @@ impl Validator<'_> {
                 clients,
                 schemas: raw.scim.schemas,
             },
+            oidc,
+            identity: IdentityBinding {
+                claim: raw.identity.claim,
+                attribute,
+            },
+            assertion,
             routes,
+        }
+    }
+
+    /// A duration such as `5s`, `250ms` or `2m`.
+    fn duration(&mut self, path: &str, text: &str) -> Duration {
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error(
+                    path,
+                    format!("{text:?} is not a duration like \"5s\" or \"250ms\": {e}"),
+                );
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// A header name; the empty string means "do not send this header".
+    fn header_name(&mut self, path: &str, text: &str) -> Option<http::HeaderName> {
+        if text.is_empty() {
+            return None;
+        }
+        match http::HeaderName::from_bytes(text.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.error(path, format!("{text:?} is not a valid header name"));
+                None
+            }
+        }
+    }
+
+    /// Exactly one of `basic`, `basic_file`, `basic_env`, `bearer`,
+    /// `bearer_file`, `bearer_env`.
+    fn credentials(&mut self, at: &str, c: RawCredentials, base: &Path) -> Option<Credentials> {
+        let basic = [c.basic.is_some(), c.basic_file.is_some(), c.basic_env.is_some()];
+        let bearer = [c.bearer.is_some(), c.bearer_file.is_some(), c.bearer_env.is_some()];
+        let given = basic.iter().chain(&bearer).filter(|b| **b).count();
+        if given != 1 {
+            self.error(
+                at,
+                "give exactly one of basic, basic_file, basic_env, bearer, bearer_file or bearer_env",
+            );
+            return None;
+        }
+        if basic.contains(&true) {
+            self.secret(at, "basic", c.basic, c.basic_file, c.basic_env, base)
+                .map(Credentials::Basic)
+        } else {
+            self.secret(at, "bearer", c.bearer, c.bearer_file, c.bearer_env, base)
+                .map(Credentials::Bearer)
         }
     }
 
@@ -512,6 +1071,24 @@ impl Validator<'_> {
             .or_else(|| file.map(|f| SecretSource::File(base.join(f))))
             .or_else(|| env.map(SecretSource::Env))
     }
+}
+
+/// Headers that carry transport or forwarding information: a route may not
+/// use them for identity.
+fn is_reserved_header(h: &http::HeaderName) -> bool {
+    use http::header;
+    [
+        header::HOST,
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+        header::UPGRADE,
+        header::TE,
+        header::COOKIE,
+        header::FORWARDED,
+    ]
+    .contains(h)
+        || h.as_str().starts_with("x-forwarded-")
 }
 
 fn valid_name(s: &str) -> bool {

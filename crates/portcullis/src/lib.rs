@@ -2,9 +2,9 @@
 //! the groups identity providers push over SCIM.
 //!
 //! This crate is the program: configuration, the command line, and the
-//! wiring that starts the directory and the listeners. The pieces live in
-//! their own crates (`portcullis-directory`, and the SCIM, policy and proxy
-//! crates as they land).
+//! wiring that starts the directory and the listeners, and the reverse proxy
+//! itself. The directory, SCIM, policy and OIDC pieces live in their own
+//! crates.
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, parsed from a string, validated.
@@ -15,7 +15,10 @@
 //! - [`routes`]: which configured route a request belongs to.
 //! - [`authz`]: a decision explained (what `explain` prints).
 //! - [`policy_runtime`]: the live policy and its hot reload.
-//! - [`web`]: serving a hyper service on a listener with graceful shutdown.
+//! - [`proxy`]: the reverse proxy: route, authenticate, authorize, forward.
+//! - [`tls`]: server certificates (hot reload) and upstream TLS clients.
+//! - [`web`]: serving a hyper service on a listener (TLS, HTTP/1.1 and
+//!   HTTP/2) with graceful shutdown.
 
 pub mod admin;
 pub mod app;
@@ -23,6 +26,8 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod policy_runtime;
+pub mod proxy;
 pub mod routes;
 pub mod secret;
+pub mod tls;
 pub mod web;

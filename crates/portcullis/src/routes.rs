@@ -15,21 +15,30 @@ use crate::config::Route;
 pub struct Router {
     /// Sorted so the first match is the best: host-specific first, then
     /// longest prefix.
-    routes: Vec<Route>,
+    routes: Vec<(usize, Route)>,
 }
 
 impl Router {
     pub fn new(routes: &[Route]) -> Self {
-        let mut routes = routes.to_vec();
-        routes.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
+        let mut routes: Vec<(usize, Route)> = routes.iter().cloned().enumerate().collect();
+        routes.sort_by_key(|(_, r)| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
         Router { routes }
     }
 
     /// The route for a request to `host` (as in the `Host` header, port
     /// allowed) and a normalized `path`.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.find(host, path).map(|i| &self.routes[i].1)
+    }
+
+    /// Like [`Self::route`], giving the route's index in the configuration.
+    pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        self.find(host, path).map(|i| self.routes[i].0)
+    }
+
+    fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(strip_port);
-        self.routes.iter().find(|r| {
+        self.routes.iter().position(|(_, r)| {
             let host_ok = match (&r.host, host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => strip_port(want).eq_ignore_ascii_case(got),
@@ -40,7 +49,7 @@ impl Router {
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.name.as_str())
+        self.routes.iter().map(|(_, r)| r.name.as_str())
     }
 }
 
@@ -86,11 +95,9 @@ mod tests {
 
     fn route(name: &str, host: Option<&str>, prefix: &str) -> Route {
         Route {
-            name: name.into(),
             host: host.map(Into::into),
             path_prefix: prefix.into(),
-            upstream: url::Url::parse("http://127.0.0.1:1").expect("url"),
-            allow_encoded_slash: false,
+            ..Route::new(name, url::Url::parse("http://127.0.0.1:1").expect("url"))
         }
     }
 

@@ -1,12 +1,16 @@
 //! Serving HTTP on a bound listener: HTTP/1.1 and HTTP/2 on each accepted
-//! connection, with graceful shutdown that drains in-flight requests under a
+//! connection (by ALPN under TLS, by preface otherwise), optional TLS
+//! termination, and graceful shutdown that drains in-flight requests under a
 //! deadline.
 //!
 //! This is transport only: what a request means is the service's business.
-//! TLS termination is added with the proxy.
+//! Each connection gets its own service from `make`, which is told who the
+//! peer is and whether the connection is encrypted, since the proxy needs
+//! both for `X-Forwarded-*` and the client address it logs.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,22 +18,78 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// The response body type of Portcullis's own endpoints.
 pub type Body = Full<Bytes>;
 
+/// An error from a boxed body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a service knows about the connection a request came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Transport settings of one listener.
+#[derive(Clone)]
+pub struct Transport {
+    /// Terminate TLS with this acceptor; plain TCP when `None`.
+    pub tls: Option<TlsAcceptor>,
+    /// Longest time to receive a request's headers (HTTP/1).
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may finish after shutdown begins.
+    pub grace: Duration,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("tls", &self.tls.is_some())
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("grace", &self.grace)
+            .finish()
+    }
+}
+
+impl Transport {
+    /// Plain HTTP with default timeouts.
+    pub fn plain(grace: Duration) -> Self {
+        Transport {
+            tls: None,
+            header_read_timeout: Duration::from_secs(30),
+            grace,
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` resolves, then stops accepting and
-/// waits up to `grace` for open connections to finish their requests.
-pub async fn serve<S>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>, grace: Duration)
+/// waits up to the grace period for open connections to finish their
+/// requests.
+pub async fn serve<M, S, B>(listener: TcpListener, make: M, transport: Transport, shutdown: impl Future<Output = ()>)
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    M: Fn(ConnInfo) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(transport.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -45,21 +105,56 @@ where
                         continue;
                     }
                 };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                let _ = stream.set_nodelay(true);
+                let service = make(ConnInfo { peer, tls: transport.tls.is_some() });
+                match &transport.tls {
+                    None => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let conn = graceful.watch(conn.into_owned());
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        let builder = builder.clone();
+                        // The handshake runs in the connection's task so a
+                        // slow client cannot hold up the accept loop; the
+                        // connection joins graceful shutdown once it speaks
+                        // HTTP, which is when there is something to drain.
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "tls handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "tls handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(transport.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(
-            grace_secs = grace.as_secs(),
+            grace_secs = transport.grace.as_secs(),
             "connections still open after the grace period; closing them"
         );
     }

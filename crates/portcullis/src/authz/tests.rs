@@ -76,11 +76,10 @@ async fn world() -> World {
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
     let route = |name: &str, host: Option<&str>, prefix: &str, allow_encoded_slash: bool| Route {
-        name: name.into(),
         host: host.map(Into::into),
         path_prefix: prefix.into(),
-        upstream: url::Url::parse("http://127.0.0.1:1").expect("url"),
         allow_encoded_slash,
+        ..Route::new(name, url::Url::parse("http://127.0.0.1:1").expect("url"))
     };
     let router = Router::new(&[
         route("es", Some("es.example.com"), "/", false),

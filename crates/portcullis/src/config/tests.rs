@@ -207,3 +207,143 @@ attributes = [
         &[(5, 46, "scim.schemas[0].attributes[0].colour", "unknown field `colour`")],
     );
 }
+
+#[test]
+fn proxy_keys_are_read_with_their_defaults() {
+    let c = parse(
+        r#"
+[server]
+public_url = "https://access.example.com/"
+trusted_proxies = ["10.0.0.0/8", "192.168.1.7", "::1"]
+shutdown_grace = "3s"
+[server.tls]
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+[oidc]
+issuer = "https://idp.example.com/realms/acme"
+audiences = ["portcullis", "es"]
+leeway = "1m"
+[identity]
+claim = "preferred_username"
+attribute = "emails"
+[assertion]
+ttl = "2m"
+[[routes]]
+name = "es"
+upstream = "https://10.0.0.5:9200/base"
+upstream_ca = "ca.pem"
+upstream_client_cert = "c.pem"
+upstream_client_key = "k.pem"
+response_timeout = "250ms"
+total_timeout = "1h"
+max_request_body = 1024
+run_as_header = "es-security-runas-user"
+assertion_groups = "all"
+[routes.headers]
+user = "X-Remote-User"
+email = ""
+assertion = "authorization"
+[[routes]]
+name = "kibana"
+host = "kibana.example.com"
+upstream = "http://127.0.0.1:5601"
+[routes.credentials]
+basic_file = "kibana.secret"
+"#,
+    )
+    .expect("valid");
+    let s = &c.server;
+    assert_eq!(s.trusted_proxies.len(), 3);
+    assert_eq!(s.shutdown_grace, Duration::from_secs(3));
+    assert_eq!(s.header_read_timeout, Duration::from_secs(30));
+    let tls = s.tls.as_ref().expect("tls");
+    assert_eq!(tls.cert, Path::new("/srv/pc/tls/cert.pem"));
+    let oidc = c.oidc.as_ref().expect("oidc");
+    assert_eq!(oidc.audiences, ["portcullis", "es"]);
+    assert_eq!(oidc.leeway, Duration::from_secs(60));
+    assert_eq!(c.identity.claim, "preferred_username");
+    assert_eq!(c.identity.attribute, portcullis_directory::IdentityAttr::Email);
+    assert_eq!(c.assertion.issuer, "https://access.example.com");
+    assert_eq!(c.assertion.ttl, Duration::from_secs(120));
+
+    let es = &c.routes[0];
+    assert_eq!(es.upstream_ca.as_deref(), Some(Path::new("/srv/pc/ca.pem")));
+    assert!(es.upstream_client_cert.is_some());
+    assert_eq!(es.response_timeout, Duration::from_millis(250));
+    assert_eq!(es.connect_timeout, Duration::from_secs(5));
+    assert_eq!(es.total_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(es.max_request_body, Some(1024));
+    assert_eq!(es.headers.user.as_ref().map(|h| h.as_str()), Some("x-remote-user"));
+    assert_eq!(es.headers.email, None);
+    assert_eq!(es.headers.assertion, Some(http::header::AUTHORIZATION));
+    assert_eq!(
+        es.headers.groups.as_ref().map(|h| h.as_str()),
+        Some("x-portcullis-groups")
+    );
+    assert_eq!(es.assertion_groups, GroupScope::All);
+    assert_eq!(es.assertion_audience, "es");
+    assert_eq!(
+        es.run_as_header.as_ref().map(|h| h.as_str()),
+        Some("es-security-runas-user")
+    );
+    let kibana = &c.routes[1];
+    assert_eq!(
+        kibana.credentials,
+        Some(Credentials::Basic(SecretSource::File("/srv/pc/kibana.secret".into())))
+    );
+    // A route with only name and upstream equals Route::new.
+    assert_eq!(
+        kibana,
+        &Route {
+            credentials: kibana.credentials.clone(),
+            host: Some("kibana.example.com".into()),
+            ..Route::new("kibana", Url::parse("http://127.0.0.1:5601").expect("url"))
+        }
+    );
+    // Without [oidc] there is no issuer.
+    assert!(parse("").expect("empty").oidc.is_none());
+}
+
+#[test]
+fn proxy_key_errors_are_located() {
+    check_errors(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\nshutdown_grace = \"soon\"\n",
+        &[
+            (2, 20, "server.trusted_proxies[0]", "not an IP address or CIDR"),
+            (3, 18, "server.shutdown_grace", "not a duration"),
+        ],
+    );
+    check_errors(
+        "[oidc]\nissuer = \"http://idp.example.com\"\naudiences = []\n",
+        &[
+            (2, 10, "oidc.issuer", "https"),
+            (3, 13, "oidc.audiences", "at least one"),
+        ],
+    );
+    check_errors(
+        "[identity]\nattribute = \"mail\"\n",
+        &[(2, 13, "identity.attribute", "not one of")],
+    );
+    check_errors(
+        "[assertion]\nttl = \"2h\"\n",
+        &[(2, 7, "assertion.ttl", "between 10s and 1h")],
+    );
+    check_errors(
+        "[[routes]]\nname = \"a\"\nupstream = \"http://a\"\nupstream_ca = \"ca.pem\"\nupstream_client_cert = \"c\"\n\
+         run_as_header = \"x-forwarded-user\"\n[routes.headers]\nuser = \"bad header\"\nroles = \"host\"\n\
+         [routes.credentials]\nbasic = \"u:p\"\nbearer = \"t\"\n",
+        &[
+            (3, 12, "routes[0].upstream", "TLS settings need an https upstream"),
+            (5, 24, "routes[0].upstream_client_cert", "needs upstream_client_key"),
+            (6, 17, "routes[0].run_as_header", "managed by the proxy"),
+            (8, 8, "routes[0].headers.user", "not a valid header name"),
+            (9, 9, "routes[0].headers.roles", "managed by the proxy"),
+            (10, 1, "routes[0].credentials", "exactly one of basic"),
+        ],
+    );
+    check_errors(
+        "[[routes]]\nname = \"a\"\nupstream = \"http://a\"\nforward_authorization = true\n\
+         [routes.headers]\nassertion = \"Authorization\"\n",
+        &[(4, 25, "routes[0].forward_authorization", "cannot be forwarded")],
+    );
+}

@@ -1,0 +1,92 @@
+//! The per-request context carried through the phases (route,
+//! authenticate, authorize, forward, log): what each phase learned, so the
+//! next phase, the error mapping and the log line read it from one place.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use http::HeaderMap;
+use portcullis_directory::Principal;
+
+use crate::web::ConnInfo;
+
+/// A request id: unique within the process and, with overwhelming
+/// probability, across restarts (random prefix, then a counter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Box<str>);
+
+impl RequestId {
+    pub fn next() -> Self {
+        static PREFIX: OnceLock<u32> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(rand::random::<u32>);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        RequestId(format!("{prefix:08x}{n:012x}").into_boxed_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What is known about one request so far.
+#[derive(Debug)]
+pub struct RequestContext {
+    pub id: RequestId,
+    pub started: Instant,
+    pub conn: ConnInfo,
+    /// The client's address: the peer, or, behind a trusted proxy, the
+    /// address it reported.
+    pub client_ip: IpAddr,
+    /// Whether error pages should be HTML (a browser navigation).
+    pub wants_html: bool,
+    /// Index into the proxy's routes, once routed.
+    pub route: Option<usize>,
+    pub route_name: Option<Arc<str>>,
+    /// The normalized path, once normalized.
+    pub path: Option<String>,
+    /// The bound directory user, once authenticated.
+    pub principal: Option<Arc<Principal>>,
+}
+
+impl RequestContext {
+    pub fn new(conn: ConnInfo, client_ip: IpAddr, headers: &HeaderMap) -> Self {
+        RequestContext {
+            id: RequestId::next(),
+            started: Instant::now(),
+            conn,
+            client_ip,
+            wants_html: wants_html(headers),
+            route: None,
+            route_name: None,
+            path: None,
+            principal: None,
+        }
+    }
+
+    pub fn route_name(&self) -> &str {
+        self.route_name.as_deref().unwrap_or("-")
+    }
+}
+
+/// A browser navigation asks for HTML; XHR and API clients do not.
+fn wants_html(headers: &HeaderMap) -> bool {
+    if headers
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
+    {
+        return false;
+    }
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}

@@ -1,0 +1,372 @@
+//! Header hygiene between the client and the upstream.
+//!
+//! Three rules, applied to every proxied request before Portcullis adds its
+//! own headers:
+//! 1. hop-by-hop headers (RFC 9110 section 7.6.1, plus those `Connection`
+//!    names) end at the proxy; an upgrade keeps `Connection: upgrade` and
+//!    `Upgrade`.
+//! 2. anything that could pose as identity is removed: every header the
+//!    route sets, `x-portcullis-*`, and every `x-forwarded-*` other than the
+//!    three Portcullis rebuilds; names are compared after lower-casing and
+//!    mapping `_` to `-`, because some upstream frameworks (CGI, WSGI,
+//!    nginx with underscores_in_headers) read `X_Forwarded_User` as
+//!    `X-Forwarded-User`.
+//! 3. `X-Forwarded-For/Proto/Host` and `Forwarded` are rebuilt from the
+//!    connection; the client's own values are kept (and appended to) only
+//!    when the peer is a configured trusted proxy.
+//!
+//! Responses lose their hop-by-hop headers too.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Hop-by-hop headers that are never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Whether this request asks for a protocol upgrade (WebSocket and others).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers. With `upgrade`, `Connection: upgrade` and
+/// `Upgrade` survive (and nothing else `Connection` names).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Headers named in Connection are hop-by-hop for this message only.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|h| !(upgrade && h == header::UPGRADE))
+        .collect();
+    for h in named {
+        headers.remove(h);
+    }
+    // `TE: trailers` is the one TE value that is end-to-end in practice:
+    // gRPC requires it.
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// `X_Forwarded_User` -> `x-forwarded-user` (header names are already
+/// lower case in `http`).
+fn canonical(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// Removes every header that could be mistaken for identity Portcullis
+/// asserts: the names in `managed` (compared canonically), `x-portcullis-*`
+/// and `x-forwarded-*` except for/proto/host.
+pub fn strip_identity(headers: &mut HeaderMap, managed: &[HeaderName]) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let raw = name.as_str();
+            let c = if raw.contains('_') {
+                std::borrow::Cow::Owned(canonical(raw))
+            } else {
+                std::borrow::Cow::Borrowed(raw)
+            };
+            let forwarded = c.starts_with("x-forwarded-")
+                && !(raw == "x-forwarded-for" || raw == "x-forwarded-proto" || raw == "x-forwarded-host");
+            // An underscore spelling of a header Portcullis rebuilds is a
+            // spoof, too: only the exact names are replaced below.
+            let forwarded_variant =
+                raw.contains('_') && matches!(&*c, "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host");
+            forwarded || forwarded_variant || c.starts_with("x-portcullis-") || managed.iter().any(|m| m.as_str() == c)
+        })
+        .cloned()
+        .collect();
+    for h in doomed {
+        headers.remove(h);
+    }
+}
+
+/// Whether `ip` is one of the trusted proxies.
+pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical_ip(ip);
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client's address: the peer, or behind trusted proxies the rightmost
+/// `X-Forwarded-For` entry that is not itself a trusted proxy (entries to
+/// its left could have been written by the client).
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical_ip(peer);
+    if !is_trusted(trusted, peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(v) = value.to_str() else { return peer };
+        for part in v.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(canonical_ip(ip)),
+                // A malformed chain is not evidence of anything.
+                Err(_) => return peer,
+            }
+        }
+    }
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(trusted, *ip))
+        .unwrap_or(peer)
+}
+
+/// What the forwarding headers describe.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    pub peer: IpAddr,
+    pub trusted_peer: bool,
+    /// `https` or `http`: how the client reached Portcullis (or, behind a
+    /// trusted proxy, what it says).
+    pub proto: &'a str,
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Rebuilds `X-Forwarded-For/Proto/Host` and `Forwarded`.
+pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let peer = canonical_ip(f.peer);
+    let prior_xff: Option<String> = f
+        .trusted_peer
+        .then(|| join_values(headers, "x-forwarded-for"))
+        .flatten();
+    let prior_fwd: Option<String> = f.trusted_peer.then(|| join_values(headers, "forwarded")).flatten();
+    let xff = match prior_xff {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer.to_string(),
+    };
+    let node = match peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut element = format!("for={node};proto={}", f.proto);
+    if let Some(host) = f.host.and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=\"");
+        element.push_str(&host.replace(['"', '\\'], ""));
+        element.push('"');
+    }
+    let fwd = match prior_fwd {
+        Some(prior) => format!("{prior}, {element}"),
+        None => element,
+    };
+    if !f.trusted_peer {
+        headers.remove("x-forwarded-proto");
+        headers.remove("x-forwarded-host");
+    }
+    set(headers, HeaderName::from_static("x-forwarded-for"), &xff);
+    set(headers, header::FORWARDED, &fwd);
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto_static(f.proto)));
+    }
+    if !headers.contains_key("x-forwarded-host")
+        && let Some(host) = f.host
+    {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+}
+
+fn proto_static(proto: &str) -> &'static str {
+    if proto == "https" { "https" } else { "http" }
+}
+
+fn join_values(headers: &HeaderMap, name: &str) -> Option<String> {
+    let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes one cookie by name from the `Cookie` header(s), keeping the rest.
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    let kept: Vec<&str> = values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && pair.split('=').next().is_some_and(|n| n.trim() != name))
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn identity_spoofs_are_removed_in_every_spelling() {
+        let managed = [
+            HeaderName::from_static("x-auth-user"),
+            HeaderName::from_static("es-security-runas-user"),
+        ];
+        let mut h = map(&[
+            ("X-Forwarded-User", "mallory"),
+            ("x_forwarded_user", "mallory"),
+            ("X-Forwarded-Email", "m@x"),
+            ("x-forwarded-groups", "admins"),
+            ("x-forwarded-groups", "admins2"),
+            ("X-Portcullis-Roles", "admin"),
+            ("x_portcullis_user", "admin"),
+            ("X_Auth_User", "admin"),
+            ("x-auth-user", "admin"),
+            ("es_security_runas_user", "elastic"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("accept", "*/*"),
+            ("x-auth-userx", "kept"),
+        ]);
+        strip_identity(&mut h, &managed);
+        assert_eq!(names(&h), ["accept", "x-auth-userx", "x-forwarded-for"]);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_end_here() {
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["accept"]);
+
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("te", "trailers")]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(names(&h), ["connection", "te", "upgrade"]);
+    }
+
+    #[test]
+    fn client_ip_is_trusted_only_through_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let h = map(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4"), ("x-forwarded-for", "10.1.1.1")]);
+        let lb: IpAddr = "10.0.0.2".parse().expect("ip");
+        let outsider: IpAddr = "5.5.5.5".parse().expect("ip");
+        assert_eq!(client_ip(&h, lb, &trusted), "1.2.3.4".parse::<IpAddr>().expect("ip"));
+        assert_eq!(client_ip(&h, outsider, &trusted), outsider);
+        let bad = map(&[("x-forwarded-for", "nonsense")]);
+        assert_eq!(client_ip(&bad, lb, &trusted), lb);
+    }
+
+    #[test]
+    fn forwarding_headers_are_rebuilt_unless_the_peer_is_trusted() {
+        let host = HeaderValue::from_static("app.example.com");
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        set_forwarding(
+            &mut h,
+            &Forwarding {
+                peer: "5.5.5.5".parse().expect("ip"),
+                trusted_peer: false,
+                proto: "http",
+                host: Some(&host),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "5.5.5.5");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(h["forwarded"], "for=5.5.5.5;proto=http;host=\"app.example.com\"");
+
+        let mut h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
+        set_forwarding(
+            &mut h,
+            &Forwarding {
+                peer: "10.0.0.2".parse().expect("ip"),
+                trusted_peer: true,
+                proto: "http",
+                host: None,
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn one_cookie_is_removed_and_the_others_kept() {
+        let mut h = map(&[("cookie", "a=1; _portcullis=secret; b=2"), ("cookie", "_portcullis=x")]);
+        strip_cookie(&mut h, "_portcullis");
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+    }
+}

@@ -1,0 +1,557 @@
+//! The reverse proxy: every request that is not SCIM goes through four
+//! phases, in order, with one [`RequestContext`] carried through them.
+//!
+//! 1. **route**: the path is normalized (refused with 400 if it cannot be
+//!    read one way only) and matched to a configured route by host and
+//!    longest prefix (404 otherwise).
+//! 2. **authenticate**: a request that a `[public]` rule allows goes on
+//!    anonymously. Anything else needs `Authorization: Bearer <jwt>` from
+//!    the configured OIDC issuer (401), whose identity claim must name one
+//!    active directory user (403 otherwise).
+//! 3. **authorize**: the policy decides on the user's roles, computed from
+//!    the groups the directory holds *now*, for the route, method and
+//!    normalized path (403 with the reason when denied).
+//! 4. **forward**: headers are cleaned (see [`headers`]), identity headers
+//!    and the signed assertion are added, and the request streams to the
+//!    upstream at the normalized path; upgrades (WebSocket) are tunnelled.
+//!
+//! Failures from any phase become responses in one place,
+//! [`ProxyError::into_response`]. Every response carries `x-request-id`.
+//!
+//! Not here: SCIM (routed before the proxy), browser sessions (next), the
+//! audit trail.
+
+pub mod context;
+pub mod error;
+pub mod headers;
+pub mod identity;
+pub mod upstream;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use portcullis_directory::{Directory, Lookup};
+use portcullis_oidc::{AssertionSigner, Verifier, VerifyError};
+use portcullis_policy::{NormalizeOptions, Reason, normalize_path};
+
+pub use context::RequestContext;
+pub use error::{Forbidden, ProxyError};
+
+use crate::config::{Config, Credentials, IdentityBinding, Route};
+use crate::policy_runtime::PolicyRuntime;
+use crate::routes::Router;
+use crate::web::{BoxError, ConnInfo};
+use identity::{AssertionSpec, Identities};
+use upstream::Upstream;
+
+/// The body of every proxied response.
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Where Portcullis's own endpoints live on the proxy listener.
+pub const RESERVED_PREFIX: &str = "/.portcullis/";
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyStartError {
+    #[error("route {route}: {source}")]
+    Upstream {
+        route: String,
+        source: crate::tls::TlsError,
+    },
+    #[error("route {route}: credentials: {source}")]
+    Credentials {
+        route: String,
+        source: crate::secret::SecretError,
+    },
+    #[error("route {route}: credentials: {message}")]
+    BadCredentials { route: String, message: String },
+}
+
+/// One route, ready to serve.
+#[derive(Debug)]
+struct RouteRuntime {
+    config: Route,
+    name: Arc<str>,
+    upstream: Upstream,
+    /// `Authorization` for the upstream from the route's credentials.
+    credentials: Option<HeaderValue>,
+    /// Every header this route sets, for stripping client copies.
+    managed: Vec<HeaderName>,
+}
+
+/// The proxy service state, shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    router: Router,
+    routes: Vec<RouteRuntime>,
+    policy: Arc<PolicyRuntime>,
+    directory: Directory,
+    verifier: Option<Verifier>,
+    binding: IdentityBinding,
+    identities: Identities,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    jwks: Bytes,
+}
+
+impl Proxy {
+    pub fn new(
+        config: &Config,
+        policy: Arc<PolicyRuntime>,
+        directory: Directory,
+        verifier: Option<Verifier>,
+        signer: AssertionSigner,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ProxyStartError> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let upstream = Upstream::new(route).map_err(|source| ProxyStartError::Upstream {
+                route: route.name.clone(),
+                source,
+            })?;
+            let credentials = match &route.credentials {
+                None => None,
+                Some(c) => Some(credentials_header(c, env).map_err(|e| match e {
+                    CredError::Secret(source) => ProxyStartError::Credentials {
+                        route: route.name.clone(),
+                        source,
+                    },
+                    CredError::Bad(message) => ProxyStartError::BadCredentials {
+                        route: route.name.clone(),
+                        message,
+                    },
+                })?),
+            };
+            let mut managed: Vec<HeaderName> = route.headers.names().cloned().collect();
+            managed.extend(route.run_as_header.clone());
+            managed.retain(|h| h != header::AUTHORIZATION);
+            routes.push(RouteRuntime {
+                name: Arc::from(route.name.as_str()),
+                config: route.clone(),
+                upstream,
+                credentials,
+                managed,
+            });
+        }
+        let jwks = signer.jwks_json();
+        Ok(Proxy {
+            inner: Arc::new(Inner {
+                router: Router::new(&config.routes),
+                routes,
+                policy,
+                identities: Identities::new(directory.clone(), signer, config.assertion.ttl),
+                directory,
+                verifier,
+                binding: config.identity.clone(),
+                trusted_proxies: config.server.trusted_proxies.clone(),
+                jwks,
+            }),
+        })
+    }
+
+    /// Serves one request through the phases.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+        let inner = &*self.inner;
+        let client_ip = headers::client_ip(req.headers(), conn.peer.ip(), &inner.trusted_proxies);
+        let mut ctx = RequestContext::new(conn, client_ip, req.headers());
+        let result = match own_endpoint(req.uri().path()) {
+            Some(endpoint) => inner.own(endpoint),
+            None => inner.proxy(&mut ctx, req).await,
+        };
+        let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx));
+        if let Ok(v) = HeaderValue::from_str(ctx.id.as_str()) {
+            resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        }
+        tracing::debug!(
+            request_id = %ctx.id,
+            client = %ctx.client_ip,
+            route = ctx.route_name(),
+            user = ctx.principal.as_ref().map(|p| &*p.user_name),
+            status = resp.status().as_u16(),
+            micros = ctx.started.elapsed().as_micros() as u64,
+            "request"
+        );
+        resp
+    }
+}
+
+/// Portcullis's own endpoints under [`RESERVED_PREFIX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnEndpoint {
+    Jwks,
+    Unknown,
+}
+
+fn own_endpoint(path: &str) -> Option<OwnEndpoint> {
+    let rest = path.strip_prefix(RESERVED_PREFIX)?;
+    Some(match rest {
+        "jwks.json" => OwnEndpoint::Jwks,
+        _ => OwnEndpoint::Unknown,
+    })
+}
+
+impl Inner {
+    fn own(&self, endpoint: OwnEndpoint) -> Result<Response<ProxyBody>, ProxyError> {
+        match endpoint {
+            OwnEndpoint::Jwks => {
+                let mut resp = Response::new(full(self.jwks.clone()));
+                let h = resp.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                Ok(resp)
+            }
+            OwnEndpoint::Unknown => Err(ProxyError::NoRoute),
+        }
+    }
+
+    async fn proxy(&self, ctx: &mut RequestContext, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+        // ---- route ----
+        let raw_path = req.uri().path().to_owned();
+        let routed = normalize_path(
+            &raw_path,
+            NormalizeOptions {
+                allow_encoded_slash: true,
+            },
+        )
+        .map_err(|e| ProxyError::bad_request("bad_path", e.reason()))?;
+        let host = request_host(&req)?;
+        let index = self.router.route_index(host, &routed).ok_or(ProxyError::NoRoute)?;
+        let route = &self.routes[index];
+        ctx.route = Some(index);
+        ctx.route_name = Some(route.name.clone());
+        let path = normalize_path(&raw_path, route.config.normalize_options())
+            .map_err(|e| ProxyError::bad_request("bad_path", e.reason()))?
+            .into_owned();
+        if let Some(limit) = route.config.max_request_body
+            && content_length(&req).is_some_and(|n| n > limit)
+        {
+            return Err(ProxyError::PayloadTooLarge { limit });
+        }
+
+        // ---- authenticate ----
+        let policy = self.policy.current();
+        let request = portcullis_policy::Request {
+            route: &route.config.name,
+            method: req.method().as_str(),
+            path: &path,
+        };
+        let identity = if policy.decide_public(&request).allowed {
+            None
+        } else {
+            let principal = self.authenticate(&req).await?;
+            ctx.principal = Some(principal.clone());
+
+            // ---- authorize ----
+            let resolved = self.identities.resolve(&principal, &policy);
+            let decision = policy.decide_with_roles(&resolved.roles, &request);
+            if !decision.allowed {
+                return Err(denied(&decision.reason, &resolved.role_names, &request));
+            }
+            Some(resolved)
+        };
+        ctx.path = Some(path);
+
+        // ---- forward ----
+        self.forward(ctx, route, index, req, identity.as_deref()).await
+    }
+
+    /// Bearer token -> verified claims -> one active directory user.
+    async fn authenticate(&self, req: &Request<Incoming>) -> Result<Arc<portcullis_directory::Principal>, ProxyError> {
+        let token = bearer_token(req)?;
+        let Some(verifier) = &self.verifier else {
+            return Err(ProxyError::Unauthenticated {
+                code: "no_identity_provider",
+                message: "this address needs sign-in, and no identity provider is configured".into(),
+                token_given: token.is_some(),
+            });
+        };
+        let Some(token) = token else {
+            return Err(ProxyError::Unauthenticated {
+                code: "missing_token",
+                message: "sign in: send Authorization: Bearer <token> from the identity provider".into(),
+                token_given: false,
+            });
+        };
+        let verified = verifier.verify(token).await.map_err(|e| match e {
+            VerifyError::KeysUnavailable => ProxyError::Unavailable {
+                code: "idp_unavailable",
+                message: "the identity provider's signing keys are not available yet; retry shortly".into(),
+            },
+            e => ProxyError::Unauthenticated {
+                code: e.reason(),
+                message: Cow::Owned(format!(
+                    "the bearer token was refused: {}",
+                    e.reason().replace('_', " ")
+                )),
+                token_given: true,
+            },
+        })?;
+        let claim = &self.binding.claim;
+        let Some(value) = verified.claim_str(claim) else {
+            return Err(ProxyError::Forbidden {
+                reason: Forbidden::NotProvisioned,
+                message: format!("the token has no {claim:?} claim to identify you by"),
+            });
+        };
+        match self.directory.principal_by(self.binding.attribute, value) {
+            Lookup::Found(p) if p.active => Ok(p),
+            Lookup::Found(_) => Err(ProxyError::Forbidden {
+                reason: Forbidden::Deactivated,
+                message: "your account is deactivated".into(),
+            }),
+            Lookup::NotFound => Err(ProxyError::Forbidden {
+                reason: Forbidden::NotProvisioned,
+                message: "your account is not provisioned here; ask for access through your identity provider".into(),
+            }),
+            Lookup::Ambiguous(_) => Err(ProxyError::Forbidden {
+                reason: Forbidden::Ambiguous,
+                message: "several accounts match your identity; ask an administrator to resolve it".into(),
+            }),
+        }
+    }
+
+    async fn forward(
+        &self,
+        ctx: &RequestContext,
+        route: &RouteRuntime,
+        index: usize,
+        mut req: Request<Incoming>,
+        identity: Option<&identity::Resolved>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let path = ctx.path.as_deref().unwrap_or("/");
+        let uri = route.upstream.uri(path, req.uri().query())?;
+        let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+
+        let mut headers = std::mem::take(req.headers_mut());
+        headers::strip_hop_by_hop(&mut headers, upgrade);
+        headers::strip_identity(&mut headers, &route.managed);
+        let cfg = &route.config;
+        if !cfg.forward_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
+        let trusted_peer = headers::is_trusted(&self.trusted_proxies, ctx.conn.peer.ip());
+        headers::set_forwarding(
+            &mut headers,
+            &headers::Forwarding {
+                peer: ctx.conn.peer.ip(),
+                trusted_peer,
+                proto: if ctx.conn.tls { "https" } else { "http" },
+                host: original_host.as_ref(),
+            },
+        );
+        headers.insert(header::HOST, route.upstream.host_header.clone());
+        if let Some(h) = &cfg.headers.request_id
+            && let Ok(v) = HeaderValue::from_str(ctx.id.as_str())
+        {
+            headers.insert(h.clone(), v);
+        }
+        if let Some(auth) = &route.credentials {
+            headers.insert(header::AUTHORIZATION, auth.clone());
+        }
+        if let Some(id) = identity {
+            let h = &cfg.headers;
+            let set = |headers: &mut http::HeaderMap, name: &Option<HeaderName>, value: Option<&HeaderValue>| {
+                if let (Some(name), Some(value)) = (name, value) {
+                    headers.insert(name.clone(), value.clone());
+                }
+            };
+            set(&mut headers, &h.user, id.user_header.as_ref());
+            set(&mut headers, &h.email, id.email_header.as_ref());
+            set(&mut headers, &h.roles, id.roles_header.as_ref());
+            set(&mut headers, &h.groups, id.groups_header(cfg.assertion_groups));
+            if let Some(run_as) = &cfg.run_as_header {
+                set(&mut headers, &Some(run_as.clone()), id.user_header.as_ref());
+            }
+            if let Some(name) = &h.assertion {
+                let spec = AssertionSpec {
+                    route: index,
+                    audience: &cfg.assertion_audience,
+                    groups: cfg.assertion_groups,
+                };
+                if let Some(jwt) = self.identities.assertion(id, spec) {
+                    let value = if name == header::AUTHORIZATION {
+                        let mut v = Vec::with_capacity(jwt.len() + 7);
+                        v.extend_from_slice(b"Bearer ");
+                        v.extend_from_slice(jwt.as_bytes());
+                        HeaderValue::from_bytes(&v).ok()
+                    } else {
+                        Some(jwt)
+                    };
+                    set(&mut headers, &Some(name.clone()), value.as_ref());
+                }
+            }
+        }
+
+        let (parts, body) = req.into_parts();
+        let body: ProxyBody = match cfg.max_request_body {
+            Some(limit) => http_body_util::Limited::new(body, limit as usize).boxed(),
+            None => body.map_err(BoxError::from).boxed(),
+        };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method;
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers;
+        *up.version_mut() = if route.upstream.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        if route.upstream.http2 {
+            // HTTP/2 carries the authority in the URI; a Host header
+            // alongside it is redundant and some servers refuse it.
+            up.headers_mut().remove(header::HOST);
+        }
+
+        let mut resp = route.upstream.send(up).await?;
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::strip_hop_by_hop(resp.headers_mut(), switching);
+        if switching {
+            match client_upgrade {
+                Some(client) => {
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(upstream::tunnel(client, upstream_side));
+                }
+                None => {
+                    return Err(ProxyError::BadGateway {
+                        detail: "upstream switched protocols without being asked".into(),
+                    });
+                }
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form), else the
+/// `Host` header. Several `Host` headers are refused.
+fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ProxyError> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(Some(a.as_str()));
+    }
+    let mut values = req.headers().get_all(header::HOST).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ProxyError::bad_request("bad_host", "more than one Host header"));
+    }
+    match first {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| ProxyError::bad_request("bad_host", "the Host header is not valid")),
+    }
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The bearer token, if any. More than one `Authorization` header, or one
+/// that is not a bearer token, is an error rather than a guess.
+fn bearer_token(req: &Request<Incoming>) -> Result<Option<&str>, ProxyError> {
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ProxyError::bad_request(
+            "bad_authorization",
+            "more than one Authorization header",
+        ));
+    }
+    let text = value.to_str().map_err(|_| ProxyError::Unauthenticated {
+        code: "malformed_authorization",
+        message: "the Authorization header is not valid".into(),
+        token_given: true,
+    })?;
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(ProxyError::Unauthenticated {
+            code: "unsupported_scheme",
+            message: "only Authorization: Bearer <token> is accepted".into(),
+            token_given: false,
+        }),
+    }
+}
+
+fn denied(reason: &Reason<'_>, roles: &[Box<str>], req: &portcullis_policy::Request<'_>) -> ProxyError {
+    let what = format!("{} {} on {}", req.method, req.path, req.route);
+    match reason {
+        Reason::Denied { rule } => ProxyError::Forbidden {
+            reason: Forbidden::DeniedByRule,
+            message: match rule.role() {
+                Some(role) => format!("{what} is denied by a rule of your role {role:?}"),
+                None => format!("{what} is denied"),
+            },
+        },
+        _ if roles.is_empty() => ProxyError::Forbidden {
+            reason: Forbidden::NoRoleAllows,
+            message: format!("{what}: you have no role here; your groups grant none"),
+        },
+        _ => ProxyError::Forbidden {
+            reason: Forbidden::NoRoleAllows,
+            message: format!(
+                "{what}: none of your roles ({}) allows it",
+                roles.iter().map(|r| &**r).collect::<Vec<_>>().join(", ")
+            ),
+        },
+    }
+}
+
+/// Why a route's credentials cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredError {
+    #[error(transparent)]
+    Secret(crate::secret::SecretError),
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// The `Authorization` value for a route's credentials.
+pub fn credentials_header(c: &Credentials, env: &dyn Fn(&str) -> Option<String>) -> Result<HeaderValue, CredError> {
+    use base64::Engine;
+    let (scheme, secret) = match c {
+        Credentials::Basic(s) => ("Basic", s),
+        Credentials::Bearer(s) => ("Bearer", s),
+    };
+    let value = secret.resolve(env).map_err(CredError::Secret)?;
+    let value = value.trim();
+    let encoded = match c {
+        Credentials::Basic(_) => {
+            if !value.contains(':') {
+                return Err(CredError::Bad("basic credentials must be user:password".into()));
+            }
+            base64::engine::general_purpose::STANDARD.encode(value)
+        }
+        Credentials::Bearer(_) => value.to_owned(),
+    };
+    let mut v = HeaderValue::from_str(&format!("{scheme} {encoded}"))
+        .map_err(|_| CredError::Bad("the secret contains characters not allowed in a header".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}

@@ -1,0 +1,811 @@
+//! The proxy end to end on real sockets: a real Portcullis (in-process, on
+//! `127.0.0.1:0`), a real upstream that reports what reached it, a real
+//! OIDC issuer serving discovery and JWKS, and SCIM provisioning over HTTP.
+//!
+//! Each test provisions its users through SCIM and then asks through the
+//! proxy, so what is checked is the whole path: token -> directory user ->
+//! groups -> roles -> decision -> forwarded request.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use portcullis_oidc::testing::{Alg, TestIssuer};
+use portcullis_tests::upstream::Upstream;
+use portcullis_tests::{OKTA_TOKEN, ScimClient, TestServer, http_client};
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+[roles.reader]
+allow = [{ route = "app", methods = ["GET", "HEAD"], paths = ["/data/**", "/ws"] }]
+deny = [{ route = "app", paths = ["/data/secret/**"] }]
+
+[roles.writer]
+allow = [{ route = "app", methods = ["POST", "PUT"], paths = ["/data/**", "/upload"] }]
+
+[roles.other]
+allow = [{ route = "other", paths = ["/**"] }]
+
+[public]
+allow = [{ route = "app", methods = ["GET"], paths = ["/public/**"] }]
+
+[groups]
+"readers" = ["reader", "other"]
+"writers" = ["writer"]
+"#;
+
+/// A proxy in front of one upstream ("app" on `/`) and a second one
+/// ("other" on `other.test`), trusting tokens from `idp`.
+struct World {
+    server: TestServer,
+    idp: TestIssuer,
+    _app: Upstream,
+    _other: Upstream,
+    scim: ScimClient,
+}
+
+async fn world_with(route_extra: &str) -> World {
+    let idp = TestIssuer::start().await;
+    let app = Upstream::start("app").await;
+    let other = Upstream::start("other").await;
+    let config = format!(
+        "[oidc]\nissuer = \"{}\"\naudiences = [\"portcullis-test\"]\n\
+         [[routes]]\nname = \"app\"\nupstream = \"{}\"\n{route_extra}\n\
+         [[routes]]\nname = \"other\"\nhost = \"other.test\"\nupstream = \"{}\"\n",
+        idp.issuer(),
+        app.url(),
+        other.url(),
+    );
+    let server = TestServer::start(&config, &[("app.toml", POLICY)]).await;
+    let scim = server.scim(OKTA_TOKEN);
+    World {
+        server,
+        idp,
+        _app: app,
+        _other: other,
+        scim,
+    }
+}
+
+async fn world() -> World {
+    world_with("").await
+}
+
+impl World {
+    /// Provisions a user (and their group memberships); returns the user id.
+    async fn user(&self, user_name: &str, groups: &[&str]) -> String {
+        let r = self
+            .scim
+            .send(
+                Method::POST,
+                "/Users",
+                Some(&json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": user_name,
+                    "displayName": format!("User {user_name}"),
+                    "emails": [{"value": user_name, "primary": true}],
+                    "active": true,
+                })),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let id = r.body["id"].as_str().expect("id").to_owned();
+        for g in groups {
+            self.add_to_group(g, &id).await;
+        }
+        id
+    }
+
+    async fn group_id(&self, name: &str) -> Option<String> {
+        let filter = format!("displayName eq \"{name}\"");
+        let r = self
+            .scim
+            .send(
+                Method::GET,
+                &format!("/Groups?filter={}", portcullis_tests::encode(&filter)),
+                None,
+                &[],
+            )
+            .await;
+        r.body["Resources"][0]["id"].as_str().map(str::to_owned)
+    }
+
+    async fn add_to_group(&self, name: &str, user_id: &str) {
+        match self.group_id(name).await {
+            Some(gid) => {
+                let r = self
+                    .scim
+                    .send(
+                        Method::PATCH,
+                        &format!("/Groups/{gid}"),
+                        Some(&json!({
+                            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                            "Operations": [{"op": "add", "path": "members", "value": [{"value": user_id}]}],
+                        })),
+                        &[],
+                    )
+                    .await;
+                assert!(r.status.is_success(), "{}", r.body);
+            }
+            None => {
+                let r = self
+                    .scim
+                    .send(
+                        Method::POST,
+                        "/Groups",
+                        Some(&json!({
+                            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                            "displayName": name,
+                            "members": [{"value": user_id}],
+                        })),
+                        &[],
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            }
+        }
+    }
+
+    async fn remove_from_group(&self, name: &str, user_id: &str) {
+        let gid = self.group_id(name).await.expect("group exists");
+        let r = self
+            .scim
+            .send(
+                Method::PATCH,
+                &format!("/Groups/{gid}"),
+                Some(&json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "remove", "path": format!("members[value eq \"{user_id}\"]")}],
+                })),
+                &[],
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+
+    async fn set_active(&self, user_id: &str, active: bool) {
+        let r = self
+            .scim
+            .send(
+                Method::PATCH,
+                &format!("/Users/{user_id}"),
+                Some(&json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "value": {"active": active}}],
+                })),
+                &[],
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+
+    fn token(&self, email: &str) -> String {
+        self.idp.mint(Alg::Es256, json!({"sub": email, "email": email}))
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(Method::GET, path, token, &[], Bytes::new()).await
+    }
+
+    /// A GET for another host (the second route).
+    async fn get_on(&self, host: &str, path: &str, token: &str) -> Reply {
+        self.send(Method::GET, path, Some(token), &[("host", host)], Bytes::new())
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Reply {
+        send(&self.server.url, method, path, token, headers, body).await
+    }
+}
+
+/// What came back through the proxy.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Reply {
+    /// The headers the upstream received, from its echo.
+    fn upstream_headers(&self, name: &str) -> Vec<String> {
+        self.body["headers"]
+            .as_array()
+            .map(|hs| {
+                hs.iter()
+                    .filter(|h| h[0] == name)
+                    .filter_map(|h| h[1].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn upstream_header(&self, name: &str) -> Option<String> {
+        let all = self.upstream_headers(name);
+        assert!(
+            all.len() <= 1,
+            "{name} reached the upstream {} times: {all:?}",
+            all.len()
+        );
+        all.into_iter().next()
+    }
+}
+
+async fn send(
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = http_client()
+        .request(req.body(Full::new(body)).expect("request"))
+        .await
+        .expect("request through the proxy");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+/// One case of the access table: who asks for what, and what they get.
+struct Case<'a> {
+    what: &'a str,
+    method: Method,
+    path: &'a str,
+    token: Option<String>,
+    status: StatusCode,
+    /// The `error` code of a refusal, or the upstream that answered.
+    code: &'a str,
+}
+
+async fn check(w: &World, case: Case<'_>) {
+    let r = w
+        .send(case.method.clone(), case.path, case.token.as_deref(), &[], Bytes::new())
+        .await;
+    assert_eq!(
+        r.status, case.status,
+        "{}: {} {} -> {}",
+        case.what, case.method, case.path, r.text
+    );
+    let code = if r.status.is_success() {
+        r.body["upstream"].as_str().unwrap_or_default()
+    } else {
+        r.body["error"].as_str().unwrap_or_default()
+    };
+    assert_eq!(code, case.code, "{}: {}", case.what, r.text);
+    assert!(r.headers.contains_key("x-request-id"), "{}: no request id", case.what);
+    if !r.status.is_success() {
+        assert_eq!(
+            r.body["request_id"].as_str(),
+            r.headers["x-request-id"].to_str().ok(),
+            "{}",
+            case.what
+        );
+    }
+}
+
+#[tokio::test]
+async fn access_follows_directory_groups_and_policy() {
+    let w = world().await;
+    w.user("reader@example.com", &["readers"]).await;
+    w.user("writer@example.com", &["writers"]).await;
+    w.user("nobody@example.com", &[]).await;
+    let off = w.user("gone@example.com", &["readers"]).await;
+    w.set_active(&off, false).await;
+    let reader = Some(w.token("reader@example.com"));
+    let writer = Some(w.token("writer@example.com"));
+    let cases = [
+        ("anonymous public", Method::GET, "/public/logo.png", None, 200, "app"),
+        ("anonymous private", Method::GET, "/data/x", None, 401, "missing_token"),
+        ("reader reads", Method::GET, "/data/x", reader.clone(), 200, "app"),
+        ("reader head", Method::HEAD, "/data/x", reader.clone(), 200, ""),
+        (
+            "reader writes",
+            Method::POST,
+            "/data/x",
+            reader.clone(),
+            403,
+            "no_role_allows",
+        ),
+        (
+            "reader secret",
+            Method::GET,
+            "/data/secret/k",
+            reader.clone(),
+            403,
+            "denied_by_rule",
+        ),
+        ("writer writes", Method::POST, "/data/x", writer.clone(), 200, "app"),
+        (
+            "writer reads",
+            Method::GET,
+            "/data/x",
+            writer.clone(),
+            403,
+            "no_role_allows",
+        ),
+        (
+            "no groups",
+            Method::GET,
+            "/data/x",
+            Some(w.token("nobody@example.com")),
+            403,
+            "no_role_allows",
+        ),
+        (
+            "not provisioned",
+            Method::GET,
+            "/data/x",
+            Some(w.token("stranger@example.com")),
+            403,
+            "not_provisioned",
+        ),
+        (
+            "deactivated",
+            Method::GET,
+            "/data/x",
+            Some(w.token("gone@example.com")),
+            403,
+            "deactivated",
+        ),
+        (
+            "reserved path",
+            Method::GET,
+            "/.portcullis/nothing",
+            reader.clone(),
+            404,
+            "no_route",
+        ),
+        (
+            "dot segments",
+            Method::GET,
+            "/public/../data/secret/k",
+            None,
+            401,
+            "missing_token",
+        ),
+        (
+            "encoded dots",
+            Method::GET,
+            "/data/%2e%2e/data/secret/k",
+            reader.clone(),
+            403,
+            "denied_by_rule",
+        ),
+        (
+            "double slash",
+            Method::GET,
+            "/data//secret/k",
+            reader.clone(),
+            403,
+            "denied_by_rule",
+        ),
+        (
+            "encoded slash",
+            Method::GET,
+            "/data/secret%2Fk",
+            reader.clone(),
+            400,
+            "bad_path",
+        ),
+        (
+            "backslash",
+            Method::GET,
+            "/data\\secret/k",
+            reader.clone(),
+            400,
+            "bad_path",
+        ),
+    ];
+    for (what, method, path, token, status, code) in cases {
+        check(
+            &w,
+            Case {
+                what,
+                method,
+                path,
+                token,
+                status: StatusCode::from_u16(status).expect("status"),
+                code,
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_says_why_and_how_to_authenticate() {
+    let w = world().await;
+    w.user("reader@example.com", &["readers"]).await;
+    let r = w.get("/data/x", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"portcullis\"");
+    let r = w.get("/data/x", Some("not-a-jwt")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let challenge = r.headers["www-authenticate"].to_str().expect("ascii");
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+
+    let token = w.token("reader@example.com");
+    let r = w.send(Method::DELETE, "/data/x", Some(&token), &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let message = r.body["message"].as_str().expect("message");
+    assert!(message.contains("DELETE /data/x on app"), "{message}");
+    assert!(message.contains("reader"), "{message}");
+
+    // A browser gets a page, not JSON.
+    let r = w
+        .send(
+            Method::DELETE,
+            "/data/x",
+            Some(&token),
+            &[("accept", "text/html")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    assert!(r.text.contains("<h1>403 Forbidden</h1>"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn forged_and_stale_tokens_are_refused() {
+    let w = world().await;
+    w.user("reader@example.com", &["readers"]).await;
+    let claims = |extra: Value| {
+        let mut c = json!({"sub": "reader@example.com", "email": "reader@example.com"});
+        for (k, v) in extra.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", w.idp.mint_alg_none(claims(json!({})))),
+        (
+            "hs256 with the public key",
+            w.idp.mint_hs256_with_public_key(claims(json!({}))),
+        ),
+        ("unknown kid", w.idp.mint_unknown_kid(Alg::Es256, claims(json!({})))),
+        ("expired", w.idp.mint(Alg::Es256, claims(json!({"exp": now - 600})))),
+        (
+            "not yet valid",
+            w.idp.mint(Alg::Es256, claims(json!({"nbf": now + 600}))),
+        ),
+        (
+            "wrong audience",
+            w.idp.mint(Alg::Es256, claims(json!({"aud": "someone-else"}))),
+        ),
+        (
+            "wrong issuer",
+            w.idp
+                .mint(Alg::Es256, claims(json!({"iss": "https://evil.example.com"}))),
+        ),
+        ("tampered", {
+            let good = w.idp.mint(Alg::Rs256, claims(json!({})));
+            let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+            parts[1] = parts[1].chars().rev().collect();
+            parts.join(".")
+        }),
+    ];
+    for (what, token) in cases {
+        let r = w.get("/data/x", Some(&token)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text);
+    }
+    // Each supported algorithm works.
+    for alg in [Alg::Rs256, Alg::Es256, Alg::EdDsa] {
+        let r = w.get("/data/x", Some(&w.idp.mint(alg, claims(json!({}))))).await;
+        assert_eq!(r.status, StatusCode::OK, "{alg:?}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn key_rotation_and_an_idp_outage_do_not_interrupt_service() {
+    let w = world().await;
+    w.user("reader@example.com", &["readers"]).await;
+    let before = w.token("reader@example.com");
+    assert_eq!(w.get("/data/x", Some(&before)).await.status, StatusCode::OK);
+
+    w.idp.rotate();
+    let after = w.token("reader@example.com");
+    assert_eq!(
+        w.get("/data/x", Some(&after)).await.status,
+        StatusCode::OK,
+        "new key after rotation"
+    );
+
+    w.idp.set_down(true);
+    assert_eq!(
+        w.get("/data/x", Some(&after)).await.status,
+        StatusCode::OK,
+        "known keys keep working while the IdP is down"
+    );
+    let fresh = w.idp.mint(
+        Alg::Rs256,
+        json!({"sub": "reader@example.com", "email": "reader@example.com", "x": 1}),
+    );
+    assert_eq!(
+        w.get("/data/x", Some(&fresh)).await.status,
+        StatusCode::OK,
+        "an unseen token signed with a known key verifies without the IdP"
+    );
+}
+
+#[tokio::test]
+async fn scim_changes_apply_to_the_very_next_request() {
+    let w = world().await;
+    let id = w.user("reader@example.com", &["readers"]).await;
+    let token = w.token("reader@example.com");
+    assert_eq!(w.get("/data/x", Some(&token)).await.status, StatusCode::OK);
+
+    w.remove_from_group("readers", &id).await;
+    let r = w.get("/data/x", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(r.body["error"], "no_role_allows");
+
+    w.add_to_group("readers", &id).await;
+    assert_eq!(w.get("/data/x", Some(&token)).await.status, StatusCode::OK);
+
+    w.set_active(&id, false).await;
+    let r = w.get("/data/x", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["error"], "deactivated");
+
+    w.set_active(&id, true).await;
+    assert_eq!(w.get("/data/x", Some(&token)).await.status, StatusCode::OK);
+
+    let r = w.scim.send(Method::DELETE, &format!("/Users/{id}"), None, &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = w.get("/data/x", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["error"], "not_provisioned");
+}
+
+#[tokio::test]
+async fn spoofed_identity_never_reaches_the_upstream() {
+    let w = world().await;
+    w.user("reader@example.com", &["readers", "unmapped-group"]).await;
+    let token = w.token("reader@example.com");
+    let spoofs = [
+        ("X-Forwarded-User", "admin@example.com"),
+        ("x_forwarded_user", "admin@example.com"),
+        ("X-Forwarded-Email", "admin@example.com"),
+        ("X-Forwarded-Groups", "admins"),
+        ("X-Portcullis-User", "admin@example.com"),
+        ("x-portcullis-user", "admin2@example.com"),
+        ("X_Portcullis_Groups", "admins"),
+        ("x-portcullis-roles", "admin"),
+        ("x-portcullis-assertion", "forged"),
+        ("x_forwarded_for", "6.6.6.6"),
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-Proto", "https"),
+        ("Forwarded", "for=6.6.6.6"),
+        ("Connection", "x-keep-me"),
+        ("x-keep-me", "hop-by-hop"),
+        ("x-request-id", "client-chosen"),
+        ("x-custom", "kept"),
+    ];
+    let r = w
+        .send(Method::GET, "/data/x", Some(&token), &spoofs, Bytes::new())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.upstream_header("x-portcullis-user").as_deref(),
+        Some("reader@example.com")
+    );
+    assert_eq!(
+        r.upstream_header("x-portcullis-email").as_deref(),
+        Some("reader@example.com")
+    );
+    // Only groups the policy grants roles to are passed by default.
+    assert_eq!(r.upstream_header("x-portcullis-groups").as_deref(), Some("readers"));
+    assert_eq!(r.upstream_header("x-portcullis-roles").as_deref(), Some("other,reader"));
+    assert_eq!(r.upstream_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        r.upstream_header("forwarded").as_deref(),
+        Some(format!("for=127.0.0.1;proto=http;host=\"{}\"", w.server.addr()).as_str())
+    );
+    assert_eq!(
+        r.upstream_header("x-request-id").as_deref(),
+        r.headers["x-request-id"].to_str().ok()
+    );
+    assert_eq!(r.upstream_header("x-custom").as_deref(), Some("kept"));
+    for gone in [
+        "x_forwarded_user",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x_portcullis_groups",
+        "x_forwarded_for",
+        "x-keep-me",
+        "authorization",
+        "keep-alive",
+    ] {
+        assert!(r.upstream_headers(gone).is_empty(), "{gone} reached the upstream");
+    }
+    assert!(
+        r.headers.get("keep-alive").is_none(),
+        "hop-by-hop response header passed back"
+    );
+
+    // The assertion verifies with the published keys and says who this is.
+    let assertion = r.upstream_header("x-portcullis-assertion").expect("assertion");
+    let jwks = send(
+        &w.server.url,
+        Method::GET,
+        "/.portcullis/jwks.json",
+        None,
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(jwks.status, StatusCode::OK);
+    let verified = portcullis_oidc::verify_with_jwks(
+        &assertion,
+        jwks.text.as_bytes(),
+        &w.server.url,
+        &["app".to_owned()],
+        Duration::ZERO,
+    )
+    .expect("the assertion verifies with the published keys");
+    let claims = Value::Object(verified.claims().clone());
+    // Not for another audience, and not with another key set.
+    assert!(
+        portcullis_oidc::verify_with_jwks(
+            &assertion,
+            jwks.text.as_bytes(),
+            &w.server.url,
+            &["es".to_owned()],
+            Duration::ZERO
+        )
+        .is_err()
+    );
+    let foreign = portcullis_oidc::AssertionSigner::generate(&w.server.url)
+        .expect("signer")
+        .jwks_json();
+    assert!(
+        portcullis_oidc::verify_with_jwks(&assertion, &foreign, &w.server.url, &["app".to_owned()], Duration::ZERO)
+            .is_err()
+    );
+    assert_eq!(claims["sub"], "reader@example.com");
+    assert_eq!(claims["aud"], "app");
+    assert_eq!(claims["iss"], w.server.url);
+    assert_eq!(claims["groups"], json!(["readers"]));
+    assert_eq!(claims["roles"], json!(["other", "reader"]));
+
+    // Anonymous public requests carry no identity at all.
+    let r = w.send(Method::GET, "/public/x", None, &spoofs, Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    for gone in [
+        "x-portcullis-user",
+        "x-portcullis-assertion",
+        "x-forwarded-user",
+        "x_forwarded_user",
+    ] {
+        assert!(
+            r.upstream_headers(gone).is_empty(),
+            "{gone} reached the upstream anonymously"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_forwarded_path_is_the_normalized_one_and_routes_pick_upstreams() {
+    let w = world().await;
+    w.user("reader@example.com", &["readers"]).await;
+    let token = w.token("reader@example.com");
+    let r = w.get("/data/a/./b/../c%7e?q=%2F1", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["uri"], "/data/a/c~?q=%2F1");
+    assert_eq!(r.body["upstream"], "app");
+
+    let r = w.get_on("other.test", "/anything", &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["upstream"], "other");
+    assert_eq!(r.upstream_header("x-forwarded-host").as_deref(), Some("other.test"));
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_and_504_without_details() {
+    let idp = TestIssuer::start().await;
+    // A port nothing listens on: bind, note, close.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let slow = Upstream::start("slow").await;
+    let config = format!(
+        "[oidc]\nissuer = \"{}\"\naudiences = [\"portcullis-test\"]\n\
+         [[routes]]\nname = \"app\"\nupstream = \"http://{dead}\"\n\
+         [[routes]]\nname = \"other\"\nhost = \"other.test\"\nupstream = \"{}\"\nresponse_timeout = \"300ms\"\n",
+        idp.issuer(),
+        slow.url(),
+    );
+    let server = TestServer::start(&config, &[("app.toml", POLICY)]).await;
+    let w = World {
+        scim: server.scim(OKTA_TOKEN),
+        server,
+        idp,
+        _app: Upstream::start("unused").await,
+        _other: slow,
+    };
+    w.user("reader@example.com", &["readers"]).await;
+    let token = w.token("reader@example.com");
+    let r = w.get("/data/x", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    assert_eq!(r.body["error"], "bad_gateway");
+    assert!(
+        !r.text.contains(&dead.port().to_string()),
+        "upstream address leaked: {}",
+        r.text
+    );
+
+    let started = std::time::Instant::now();
+    let r = w.get_on("other.test", "/slow?ms=3000", &token).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text);
+    assert!(started.elapsed() < Duration::from_secs(2), "timed out too late");
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways_and_limits_apply() {
+    let w = world_with("max_request_body = 1048576").await;
+    w.user("writer@example.com", &["writers", "readers"]).await;
+    let token = w.token("writer@example.com");
+
+    // 1 MiB exactly passes; one byte more is refused before the upstream.
+    let r = w
+        .send(
+            Method::POST,
+            "/upload",
+            Some(&token),
+            &[],
+            Bytes::from(vec![0u8; 1 << 20]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.text, (1u64 << 20).to_string());
+    let r = w
+        .send(
+            Method::POST,
+            "/upload",
+            Some(&token),
+            &[],
+            Bytes::from(vec![0u8; (1 << 20) + 1]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    assert_eq!(r.body["error"], "payload_too_large");
+}
