@@ -15,7 +15,8 @@
 # Environment: DURATION (10s), WARMUP (2s), CONNECTIONS (64), THREADS (1),
 # IDLE_CONNECTIONS (10000), IDLE_PEERS ("nginx portcullis"),
 # PORTCULLIS_BIN (skip the build and use this binary), PORTCULLIS_LOG (warn),
-# KEEP_WORKDIR=1 (keep the temporary directory and its logs).
+# KEEP_WORKDIR=1 (keep the temporary directory and its logs), PERF=1 (with
+# KEEP_WORKDIR=1: record a CPU profile of Portcullis during its load run).
 #
 # Exit status: 0 when every leg ran (whether or not the targets are met),
 # 1 when something failed to run; the table is printed either way.
@@ -673,10 +674,21 @@ for leg in "${legs[@]}"; do
   if [ "$warmup_s" -gt 0 ]; then
     timeout $((warmup_s + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout 5s "${auth[@]}" "${url_of[$leg]}" >/dev/null 2>&1 || true
   fi
+  perf_pid=
+  if [ "${PERF:-0}" = 1 ] && [ "$leg" = portcullis ] && command -v perf >/dev/null; then
+    # A CPU profile of Portcullis under load, for `perf report -i`.
+    perf record -q -F 999 -g -e cpu-clock -p "${pid_of[portcullis]}" -o "$work/perf.data" \
+      -- sleep "$duration_s" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   if ! timeout $((duration_s + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency \
     -s "$work/report.lua" "${auth[@]}" "${url_of[$leg]}" >"$out" 2>&1; then
     fail_leg "$leg" "wrk failed: $(tail -n 3 "$out" | tr '\n' ' ')"
     continue
+  fi
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    echo "  cpu profile of portcullis: perf report -i $work/perf.data"
   fi
   line=$(grep '^BENCH ' "$out" || true)
   if [ -z "$line" ]; then

@@ -55,6 +55,14 @@ impl TestServer {
 
     /// Like [`Self::start`], with extra keys for the `[server]` table.
     pub async fn start_full(server_extra: &str, extra_config: &str, policies: &[(&str, &str)]) -> TestServer {
+        let s = Self::start_unready(server_extra, extra_config, policies).await;
+        s.wait_ready().await;
+        s
+    }
+
+    /// Starts the server without waiting for `/readyz` (for tests of a
+    /// server that cannot become ready, such as one whose IdP is down).
+    pub async fn start_unready(server_extra: &str, extra_config: &str, policies: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy_dir = dir.path().join("policies");
         std::fs::create_dir(&policy_dir).expect("policies dir");
@@ -85,15 +93,18 @@ impl TestServer {
                 panic!("portcullis stopped with an error: {e}");
             }
         });
-        let s = TestServer {
+        TestServer {
             url,
             admin: admin_addr,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
-        };
-        s.wait_ready().await;
-        s
+        }
+    }
+
+    /// `/readyz` of the admin listener: status and body.
+    pub async fn readyz(&self) -> (StatusCode, Value) {
+        get_json(&format!("http://{}/readyz", self.admin)).await
     }
 
     async fn wait_ready(&self) {

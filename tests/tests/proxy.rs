@@ -809,3 +809,160 @@ async fn bodies_stream_both_ways_and_limits_apply() {
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
     assert_eq!(r.body["error"], "payload_too_large");
 }
+
+#[tokio::test]
+async fn upstream_credentials_run_as_assertion_in_authorization_and_opt_ins() {
+    let idp = TestIssuer::start().await;
+    let up = Upstream::start("es").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("es-proxy-user");
+    std::fs::write(&secret, "portcullis-proxy:s3cret\n").expect("secret");
+    let config = format!(
+        "[oidc]\nissuer = \"{issuer}\"\naudiences = [\"portcullis-test\"]\n\
+         [identity]\nclaim = \"email\"\nattribute = \"emails\"\n\
+         [[routes]]\nname = \"es\"\npath_prefix = \"/es\"\nupstream = \"{up}\"\nrun_as_header = \"es-security-runas-user\"\n\
+         [routes.credentials]\nbasic_file = \"{secret}\"\n\
+         [[routes]]\nname = \"jwt\"\npath_prefix = \"/jwt\"\nupstream = \"{up}\"\nassertion_audience = \"es-prod\"\n\
+         assertion_groups = \"all\"\n[routes.headers]\nassertion = \"authorization\"\ngroups = \"\"\n\
+         [[routes]]\nname = \"fwd\"\npath_prefix = \"/fwd\"\nupstream = \"{up}\"\nforward_authorization = true\n",
+        issuer = idp.issuer(),
+        up = up.url(),
+        secret = secret.display(),
+    );
+    let policy = r#"
+[roles.staff]
+allow = [{ route = "es", paths = ["/**"] }, { route = "jwt", paths = ["/**"] }, { route = "fwd", paths = ["/**"] }]
+[groups]
+"staff" = ["staff"]
+"#;
+    let server = TestServer::start_full("trusted_proxies = [\"127.0.0.1\"]", &config, &[("all.toml", policy)]).await;
+    let w = World {
+        scim: server.scim(OKTA_TOKEN),
+        server,
+        idp,
+        _app: up,
+        _other: Upstream::start("unused").await,
+    };
+    // Bound by email, not userName.
+    let r = w
+        .scim
+        .send(
+            Method::POST,
+            "/Users",
+            Some(&json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "alice",
+                "emails": [{"value": "Alice@Corp.example", "type": "work"}],
+            })),
+            &[],
+        )
+        .await;
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    w.add_to_group("staff", &id).await;
+    w.add_to_group("unmapped", &id).await;
+    let token = w.token("alice@corp.example");
+    let spoofs = [
+        ("es-security-runas-user", "elastic"),
+        ("es_security_runas_user", "elastic"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+    ];
+
+    let r = w
+        .send(Method::GET, "/es/_search", Some(&token), &spoofs, Bytes::new())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.upstream_header("authorization").as_deref(),
+        Some("Basic cG9ydGN1bGxpcy1wcm94eTpzM2NyZXQ="),
+        "the route's credentials replace the client's token"
+    );
+    assert_eq!(r.upstream_header("es-security-runas-user").as_deref(), Some("alice"));
+    assert!(r.upstream_headers("es_security_runas_user").is_empty());
+    // The peer is a trusted proxy: its forwarding headers are kept and extended.
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("https"));
+
+    let r = w.get("/jwt/_search", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.upstream_headers("x-portcullis-groups").is_empty(),
+        "disabled header sent"
+    );
+    let bearer = r.upstream_header("authorization").expect("assertion in Authorization");
+    let assertion = bearer.strip_prefix("Bearer ").expect("bearer");
+    let jwks = send(
+        &w.server.url,
+        Method::GET,
+        "/.portcullis/jwks.json",
+        None,
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    let verified = portcullis_oidc::verify_with_jwks(
+        assertion,
+        jwks.text.as_bytes(),
+        &w.server.url,
+        &["es-prod".to_owned()],
+        Duration::ZERO,
+    )
+    .expect("assertion verifies");
+    assert_eq!(verified.claim_str("sub"), Some("alice"));
+    // The directory compares emails case-insensitively and hands them out folded.
+    assert_eq!(verified.claim_str("email"), Some("alice@corp.example"));
+    assert_eq!(verified.claims()["groups"], json!(["staff", "unmapped"]));
+
+    let r = w.get("/fwd/x", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.upstream_header("authorization"), Some(format!("Bearer {token}")));
+}
+
+#[tokio::test]
+async fn an_idp_down_from_the_start_gives_503_until_it_answers() {
+    let idp = TestIssuer::start().await;
+    idp.set_down(true);
+    let app = Upstream::start("app").await;
+    let config = format!(
+        "[oidc]\nissuer = \"{}\"\naudiences = [\"portcullis-test\"]\n[[routes]]\nname = \"app\"\nupstream = \"{}\"\n\
+         [[routes]]\nname = \"other\"\nhost = \"other.test\"\nupstream = \"{}\"\n",
+        idp.issuer(),
+        app.url(),
+        app.url()
+    );
+    let server = TestServer::start_unready("", &config, &[("app.toml", POLICY)]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Wait until the server answers at all (not ready, as the IdP is down).
+    let (status, body) = loop {
+        if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), server.readyz()).await {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "admin listener never answered");
+    };
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["oidc"], "waiting for discovery and keys");
+
+    let token = idp.mint(Alg::Es256, json!({"sub": "a", "email": "a@example.com"}));
+    let r = send(&server.url, Method::GET, "/data/x", Some(&token), &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.body["error"], "idp_unavailable");
+    assert!(r.headers.contains_key("retry-after"));
+    let r = send(&server.url, Method::GET, "/public/x", None, &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK, "public routes do not need the IdP");
+
+    idp.set_down(false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while server.readyz().await.0 != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never became ready after the IdP came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = send(&server.url, Method::GET, "/data/x", Some(&token), &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(r.body["error"], "not_provisioned");
+}
