@@ -13,9 +13,10 @@ use portcullis_directory::Principal;
 use crate::web::ConnInfo;
 
 /// A request id: unique within the process and, with overwhelming
-/// probability, across restarts (random prefix, then a counter).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(Box<str>);
+/// probability, across restarts (random prefix, then a counter), as 20
+/// lower-case hex digits. Kept inline: made on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 20]);
 
 impl RequestId {
     pub fn next() -> Self {
@@ -23,17 +24,28 @@ impl RequestId {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let prefix = *PREFIX.get_or_init(rand::random::<u32>);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        RequestId(format!("{prefix:08x}{n:012x}").into_boxed_str())
+        let value = (u128::from(prefix) << 48) | u128::from(n & 0xffff_ffff_ffff);
+        let mut out = [b'0'; 20];
+        for (i, b) in out.iter_mut().enumerate() {
+            let nibble = (value >> (4 * (19 - i))) & 0xf;
+            *b = b"0123456789abcdef"[nibble as usize];
+        }
+        RequestId(out)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("-")
+    }
+
+    pub fn header_value(&self) -> http::HeaderValue {
+        http::HeaderValue::from_bytes(&self.0).unwrap_or(http::HeaderValue::from_static("-"))
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -89,4 +101,19 @@ fn wants_html(headers: &HeaderMap) -> bool {
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_hex() {
+        let a = RequestId::next();
+        let b = RequestId::next();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 20);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.header_value(), a.as_str());
+    }
 }

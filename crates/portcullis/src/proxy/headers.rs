@@ -52,16 +52,18 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// `Upgrade` survive (and nothing else `Connection` names).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Headers named in Connection are hop-by-hop for this message only.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|h| !(upgrade && h == header::UPGRADE))
-        .collect();
-    for h in named {
-        headers.remove(h);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|h| !(upgrade && h == header::UPGRADE))
+            .collect();
+        for h in named {
+            headers.remove(h);
+        }
     }
     // `TE: trailers` is the one TE value that is end-to-end in practice:
     // gRPC requires it.
@@ -91,27 +93,27 @@ fn canonical(name: &str) -> String {
 /// asserts: the names in `managed` (compared canonically), `x-portcullis-*`
 /// and `x-forwarded-*` except for/proto/host.
 pub fn strip_identity(headers: &mut HeaderMap, managed: &[HeaderName]) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let raw = name.as_str();
-            let c = if raw.contains('_') {
-                std::borrow::Cow::Owned(canonical(raw))
-            } else {
-                std::borrow::Cow::Borrowed(raw)
-            };
-            let forwarded = c.starts_with("x-forwarded-")
-                && !(raw == "x-forwarded-for" || raw == "x-forwarded-proto" || raw == "x-forwarded-host");
-            // An underscore spelling of a header Portcullis rebuilds is a
-            // spoof, too: only the exact names are replaced below.
-            let forwarded_variant =
-                raw.contains('_') && matches!(&*c, "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host");
-            forwarded || forwarded_variant || c.starts_with("x-portcullis-") || managed.iter().any(|m| m.as_str() == c)
-        })
-        .cloned()
-        .collect();
-    for h in doomed {
-        headers.remove(h);
+    let doomed = |name: &&HeaderName| {
+        let raw = name.as_str();
+        let c = if raw.contains('_') {
+            std::borrow::Cow::Owned(canonical(raw))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        let forwarded = c.starts_with("x-forwarded-")
+            && !(raw == "x-forwarded-for" || raw == "x-forwarded-proto" || raw == "x-forwarded-host");
+        // An underscore spelling of a header Portcullis rebuilds is a
+        // spoof, too: only the exact names are replaced below.
+        let forwarded_variant =
+            raw.contains('_') && matches!(&*c, "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host");
+        forwarded || forwarded_variant || c.starts_with("x-portcullis-") || managed.iter().any(|m| m.as_str() == c)
+    };
+    // The common request carries none: look before allocating.
+    if headers.keys().any(|k| doomed(&k)) {
+        let names: Vec<HeaderName> = headers.keys().filter(doomed).cloned().collect();
+        for h in names {
+            headers.remove(h);
+        }
     }
 }
 

@@ -173,9 +173,8 @@ impl Proxy {
             None => inner.proxy(&mut ctx, req).await,
         };
         let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx));
-        if let Ok(v) = HeaderValue::from_str(ctx.id.as_str()) {
-            resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
-        }
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), ctx.id.header_value());
         tracing::debug!(
             request_id = %ctx.id,
             client = %ctx.client_ip,
@@ -360,10 +359,8 @@ impl Inner {
             },
         );
         headers.insert(header::HOST, route.upstream.host_header.clone());
-        if let Some(h) = &cfg.headers.request_id
-            && let Ok(v) = HeaderValue::from_str(ctx.id.as_str())
-        {
-            headers.insert(h.clone(), v);
+        if let Some(h) = &cfg.headers.request_id {
+            headers.insert(h.clone(), ctx.id.header_value());
         }
         if let Some(auth) = &route.credentials {
             headers.insert(header::AUTHORIZATION, auth.clone());

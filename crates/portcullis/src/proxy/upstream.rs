@@ -1,24 +1,37 @@
-//! The client side: one pooled hyper client per route, with the route's TLS
+//! The client side: one connection pool per route, with the route's TLS
 //! settings and timeouts, and the tunnel for upgraded connections.
 //!
+//! The pool is Portcullis's own, on hyper's connection-level client: an
+//! HTTP/1.1 connection goes back to the pool the moment its response body
+//! has been read to the end (nothing else to wait for, no task per request),
+//! and a request that a pooled connection refused before sending anything
+//! (the upstream closed it while idle) is retried once on a new connection.
+//! HTTP/2 upstreams share one multiplexed connection per route.
+//!
 //! Bodies stream in both directions; nothing here buffers a body. Timeouts:
-//! `connect_timeout` (TCP connect), `response_timeout` (until the response
-//! headers arrive), `idle_timeout` (pooled keep-alive connections), and the
-//! optional `total_timeout`, which also bounds the response body.
+//! `connect_timeout` (TCP connect and TLS handshake), `response_timeout`
+//! (until the response headers arrive), `idle_timeout` (a pooled connection
+//! unused this long is closed instead of reused), and the optional
+//! `total_timeout`, which also bounds the response body.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::ProxyBody;
 use super::error::ProxyError;
@@ -26,18 +39,61 @@ use crate::config::Route;
 use crate::tls::{TlsError, upstream_client_config};
 use crate::web::BoxError;
 
+/// Idle HTTP/1.1 connections kept per route; more are closed when freed.
+const MAX_IDLE: usize = 1024;
+
 /// One route's upstream.
-#[derive(Debug)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    https: Option<(TlsConnector, ServerName<'static>)>,
+    host: String,
+    port: u16,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without its trailing slash ("" for "/").
     base_path: String,
     pub host_header: HeaderValue,
+    connect_timeout: Duration,
     response_timeout: Duration,
+    idle_timeout: Duration,
     total_timeout: Option<Duration>,
     pub http2: bool,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("authority", &self.authority)
+            .field("https", &self.https.is_some())
+            .field("http2", &self.http2)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connections ready for reuse.
+#[derive(Default)]
+struct Pool {
+    /// Most recently used last, so reuse keeps few connections warm.
+    idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant)>>,
+    /// The shared HTTP/2 connection.
+    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+}
+
+impl Pool {
+    fn give_back(&self, sender: http1::SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<ProxyBody>),
+    H2(http2::SendRequest<ProxyBody>),
 }
 
 impl Upstream {
@@ -47,14 +103,12 @@ impl Upstream {
             message,
         };
         let url = &route.upstream;
-        let scheme = if url.scheme() == "https" {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        };
         let host = url
             .host_str()
             .ok_or_else(|| invalid("the upstream URL has no host".into()))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| invalid("the upstream URL has no port".into()))?;
         let authority_text = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.to_owned(),
@@ -63,48 +117,52 @@ impl Upstream {
             .parse()
             .map_err(|e| invalid(format!("bad upstream authority: {e}")))?;
         let host_header = HeaderValue::from_str(&authority_text).map_err(|e| invalid(e.to_string()))?;
-
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(route.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = upstream_client_config(
-            route.upstream_ca.as_deref(),
-            route
-                .upstream_client_cert
-                .as_ref()
-                .map(|(c, k)| (c.as_path(), k.as_path())),
-        )?;
-        // One protocol per route, never negotiated: an upstream that picked
-        // h2 would break WebSocket upgrades, which need HTTP/1.1.
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        let connector = if route.upstream_http2 {
-            builder.enable_http2().wrap_connector(http)
+        let https = if url.scheme() == "https" {
+            let mut config = upstream_client_config(
+                route.upstream_ca.as_deref(),
+                route
+                    .upstream_client_cert
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path())),
+            )?;
+            // One protocol per route, never negotiated: an upstream that
+            // picked h2 would break WebSocket upgrades, which need HTTP/1.1.
+            config.alpn_protocols = if route.upstream_http2 {
+                vec![b"h2".to_vec()]
+            } else {
+                vec![b"http/1.1".to_vec()]
+            };
+            // IPv6 literals come bracketed in URLs but not in SNI.
+            let name = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let server_name =
+                ServerName::try_from(name).map_err(|e| invalid(format!("bad upstream host name: {e}")))?;
+            Some((TlsConnector::from(Arc::new(config)), server_name))
         } else {
-            builder.enable_http1().wrap_connector(http)
+            None
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(route.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(route.upstream_http2)
-            .build(connector);
         Ok(Upstream {
-            client,
-            scheme,
+            https,
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port,
+            scheme: if url.scheme() == "https" {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
             authority,
             base_path: url.path().trim_end_matches('/').to_owned(),
             host_header,
+            connect_timeout: route.connect_timeout,
             response_timeout: route.response_timeout,
+            idle_timeout: route.idle_timeout,
             total_timeout: route.total_timeout,
             http2: route.upstream_http2,
+            pool: Arc::default(),
         })
     }
 
-    /// The upstream URI for a normalized path and the client's raw query.
+    /// The URI to send for a normalized path and the client's raw query:
+    /// origin-form for HTTP/1.1, absolute for HTTP/2 (its `:authority`).
     pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
         let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         pq.push_str(&self.base_path);
@@ -113,12 +171,17 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|_| ProxyError::bad_request("bad_path", "the request path cannot be forwarded"))
+        let bad = |_| ProxyError::bad_request("bad_path", "the request path cannot be forwarded");
+        if self.http2 {
+            Uri::builder()
+                .scheme(self.scheme.clone())
+                .authority(self.authority.clone())
+                .path_and_query(pq)
+                .build()
+                .map_err(bad)
+        } else {
+            Uri::try_from(pq).map_err(|_| ProxyError::bad_request("bad_path", "the request path cannot be forwarded"))
+        }
     }
 
     /// Sends the request and waits for the response headers.
@@ -127,28 +190,178 @@ impl Upstream {
             Some(total) => total.min(self.response_timeout),
             None => self.response_timeout,
         };
-        let resp = match tokio::time::timeout(wait, self.client.request(req)).await {
-            Err(_) => {
-                return Err(ProxyError::GatewayTimeout {
-                    detail: format!("no response headers within {}", humantime::format_duration(wait)),
-                });
-            }
-            Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(resp)) => resp,
-        };
-        Ok(match self.total_timeout {
-            Some(total) => resp.map(|b| Deadline::new(b, total).boxed()),
-            None => resp.map(|b| b.map_err(BoxError::from).boxed()),
-        })
+        match tokio::time::timeout(wait, self.exchange(req)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProxyError::GatewayTimeout {
+                detail: format!("no response headers within {}", humantime::format_duration(wait)),
+            }),
+        }
     }
+
+    async fn exchange(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+        let (resp, sender) = match self.checkout().await? {
+            Sender::H2(mut sender) => {
+                let resp = sender.send_request(req).await.map_err(|e| {
+                    // A broken shared connection is replaced on next use.
+                    self.pool.h2.lock().take();
+                    bad_gateway(&e)
+                })?;
+                (resp, None)
+            }
+            Sender::H1(mut sender) => match sender.try_send_request(req).await {
+                Ok(resp) => (resp, Some(sender)),
+                Err(mut e) => {
+                    // Refused before anything was written (the pooled
+                    // connection had just closed): safe to retry once.
+                    let Some(req) = e.take_message() else {
+                        return Err(bad_gateway(e.error()));
+                    };
+                    let mut sender = Box::pin(self.connect_h1()).await?;
+                    let resp = sender.send_request(req).await.map_err(|e| bad_gateway(&e))?;
+                    (resp, Some(sender))
+                }
+            },
+        };
+        // An upgraded connection belongs to the tunnel, not the pool.
+        let give_back = sender
+            .filter(|_| resp.status() != StatusCode::SWITCHING_PROTOCOLS)
+            .map(|s| (s, self.pool.clone()));
+        let (parts, inner) = resp.into_parts();
+        let mut body = UpstreamBody {
+            inner,
+            give_back,
+            deadline: self.total_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+        };
+        if body.inner.is_end_stream() {
+            // Nobody may ever poll an empty body (HEAD, 204, 304).
+            body.finish();
+        }
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    async fn checkout(&self) -> Result<Sender, ProxyError> {
+        if self.http2 {
+            let shared = self.pool.h2.lock().clone();
+            if let Some(mut sender) = shared
+                && !sender.is_closed()
+                && sender.ready().await.is_ok()
+            {
+                return Ok(Sender::H2(sender));
+            }
+            // Boxed: connecting is the cold path, and its (TLS) state is
+            // large; inline it would be copied around on every request.
+            let sender = Box::pin(self.connect_h2()).await?;
+            *self.pool.h2.lock() = Some(sender.clone());
+            return Ok(Sender::H2(sender));
+        }
+        loop {
+            let next = self.pool.idle.lock().pop();
+            let Some((mut sender, since)) = next else { break };
+            if since.elapsed() >= self.idle_timeout || sender.is_closed() {
+                continue;
+            }
+            if sender.ready().await.is_ok() {
+                return Ok(Sender::H1(sender));
+            }
+        }
+        Ok(Sender::H1(Box::pin(self.connect_h1()).await?))
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<ProxyBody>, ProxyError> {
+        match self.connect().await? {
+            Stream::Plain(tcp) => handshake_h1(tcp).await,
+            Stream::Tls(tls) => handshake_h1(*tls).await,
+        }
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<ProxyBody>, ProxyError> {
+        match self.connect().await? {
+            Stream::Plain(tcp) => handshake_h2(tcp).await,
+            Stream::Tls(tls) => handshake_h2(*tls).await,
+        }
+    }
+
+    /// TCP connect and, for https, the TLS handshake, under the connect
+    /// timeout.
+    async fn connect(&self) -> Result<Stream, ProxyError> {
+        let connect = async {
+            let tcp =
+                TcpStream::connect((self.host.as_str(), self.port))
+                    .await
+                    .map_err(|e| ProxyError::BadGateway {
+                        detail: format!("connect to {}: {e}", self.authority),
+                    })?;
+            let _ = tcp.set_nodelay(true);
+            match &self.https {
+                None => Ok(Stream::Plain(tcp)),
+                Some((connector, name)) => {
+                    let tls = connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(|e| ProxyError::BadGateway {
+                            detail: format!("tls handshake with {}: {e}", self.authority),
+                        })?;
+                    Ok(Stream::Tls(Box::new(tls)))
+                }
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(ProxyError::GatewayTimeout {
+                detail: format!(
+                    "connect to {} took longer than {}",
+                    self.authority,
+                    humantime::format_duration(self.connect_timeout)
+                ),
+            }),
+        }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn handshake_h1<T>(io: T) -> Result<http1::SendRequest<ProxyBody>, ProxyError>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| bad_gateway(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+async fn handshake_h2<T>(io: T) -> Result<http2::SendRequest<ProxyBody>, ProxyError>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| bad_gateway(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream h2 connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// 504 for timeouts, 502 for everything else. The error text (addresses,
 /// TLS details) is for the log only.
-fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+fn bad_gateway(e: &hyper::Error) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut chain = String::new();
-    let mut timed_out = false;
+    let mut timed_out = e.is_timeout();
     while let Some(err) = source {
         if !chain.is_empty() {
             chain.push_str(": ");
@@ -161,37 +374,49 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
         }
         source = err.source();
     }
-    if timed_out || chain.contains("timed out") {
+    if timed_out {
         ProxyError::GatewayTimeout { detail: chain }
     } else {
         ProxyError::BadGateway { detail: chain }
     }
 }
 
-/// A response body that fails once the exchange's total time is up.
-struct Deadline {
+/// A response body from the upstream: returns its connection to the pool
+/// at the end, and fails once the exchange's total time is up.
+struct UpstreamBody {
     inner: Incoming,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    give_back: Option<(http1::SendRequest<ProxyBody>, Arc<Pool>)>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl Deadline {
-    fn new(inner: Incoming, total: Duration) -> Self {
-        Deadline {
-            inner,
-            sleep: Box::pin(tokio::time::sleep(total)),
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some((sender, pool)) = self.give_back.take() {
+            pool.give_back(sender);
         }
     }
 }
 
-impl Body for Deadline {
+impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            // The connection is mid-response: never reuse it.
+            self.give_back = None;
             return Poll::Ready(Some(Err("the upstream exchange exceeded its total timeout".into())));
         }
-        Pin::new(&mut self.inner).poll_frame(cx).map_err(BoxError::from)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
+            Poll::Ready(Some(Err(_))) => self.give_back = None,
+            _ => {}
+        }
+        polled.map_err(BoxError::from)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -213,8 +438,8 @@ pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
             return;
         }
     };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
