@@ -78,6 +78,8 @@ pub enum RunError {
     Oidc(String),
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyStartError),
+    #[error("cannot start the worker threads: {source}")]
+    Workers { source: std::io::Error },
 }
 
 /// Opens the directory at the configured path. Blocking work (sled open and
@@ -162,16 +164,25 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     if let Some(cert) = cert {
         tasks.push(tokio::spawn(cert.watch(CERT_POLL, stopped(stop_rx.clone()))));
     }
-    let gateway = Gateway { scim, proxy };
-    let server = tokio::spawn(web::serve(
-        listeners.server,
-        move |conn| GatewayConn {
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let mut services = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let gateway = Gateway {
+            scim: scim.clone(),
+            proxy: proxy.fork()?,
+        };
+        services.push(move |conn| GatewayConn {
             gateway: gateway.clone(),
             conn,
-        },
-        transport,
-        stopped(stop_rx.clone()),
-    ));
+        });
+    }
+    drop(proxy);
+    let workers =
+        web::Workers::start(listeners.server, services, transport).map_err(|source| RunError::Workers { source })?;
+    let server = tokio::spawn(workers.run(stopped(stop_rx.clone())));
     let admin = Admin::new(directory.clone(), policy, router, verifier);
     let admin = tokio::spawn(web::serve(
         listeners.admin,

@@ -59,6 +59,9 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Longest time to receive a request's headers (slowloris guard).
     pub header_read_timeout: Duration,
+    /// Threads serving the main listener, each with its own runtime and
+    /// upstream connection pools; 0 means one per CPU.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -408,6 +411,8 @@ struct RawServer {
     shutdown_grace: String,
     #[serde(default = "default_header_read_timeout")]
     header_read_timeout: String,
+    #[serde(default)]
+    workers: usize,
 }
 
 impl Default for RawServer {
@@ -419,6 +424,7 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             shutdown_grace: default_shutdown_grace(),
             header_read_timeout: default_header_read_timeout(),
+            workers: 0,
         }
     }
 }
@@ -958,6 +964,7 @@ impl Validator<'_> {
                 trusted_proxies,
                 shutdown_grace,
                 header_read_timeout,
+                workers: raw.server.workers,
             },
             admin: Admin {
                 listen: raw.admin.listen,

@@ -160,6 +160,71 @@ where
     }
 }
 
+/// Threads serving one listener, each with its own single-threaded runtime
+/// and its own service (so per-worker state such as upstream connection
+/// pools stays on one thread and a request never crosses threads). All
+/// workers accept from the same socket.
+#[derive(Debug)]
+pub struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    done: Vec<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Workers {
+    /// Starts one worker per service; fails if a thread or runtime cannot
+    /// be created, before anything is served.
+    pub fn start<M, S, B>(listener: TcpListener, services: Vec<M>, transport: Transport) -> std::io::Result<Workers>
+    where
+        M: Fn(ConnInfo) -> S + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let listener = listener.into_std()?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut done = Vec::with_capacity(services.len());
+        for (i, make) in services.into_iter().enumerate() {
+            let socket = listener.try_clone()?;
+            let transport = transport.clone();
+            let mut stopped = stop_rx.clone();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            std::thread::Builder::new()
+                .name(format!("portcullis-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let listener = match TcpListener::from_std(socket) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(error = %e, "worker cannot use the listener");
+                                return;
+                            }
+                        };
+                        let shutdown = async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        };
+                        serve(listener, make, transport, shutdown).await;
+                    });
+                    drop(done_tx);
+                })?;
+            done.push(done_rx);
+        }
+        Ok(Workers { stop, done })
+    }
+
+    /// Serves until `shutdown` resolves, then waits for every worker to
+    /// drain.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        let _ = self.stop.send(true);
+        for d in self.done {
+            let _ = d.await;
+        }
+    }
+}
+
 /// A small JSON response.
 pub fn json(status: http::StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));

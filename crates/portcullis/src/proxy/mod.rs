@@ -82,17 +82,20 @@ pub enum ProxyStartError {
 struct RouteRuntime {
     config: Route,
     name: Arc<str>,
-    upstream: Upstream,
     /// `Authorization` for the upstream from the route's credentials.
     credentials: Option<HeaderValue>,
     /// Every header this route sets, for stripping client copies.
     managed: Vec<HeaderName>,
 }
 
-/// The proxy service state, shared by every connection.
+/// The proxy service state, shared by every connection. Upstream
+/// connection pools are per [`Proxy::fork`], so that each worker thread
+/// reuses connections its own runtime drives.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     inner: Arc<Inner>,
+    /// One per route, in configuration order.
+    upstreams: Arc<[Upstream]>,
 }
 
 #[derive(Debug)]
@@ -118,11 +121,8 @@ impl Proxy {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ProxyStartError> {
         let mut routes = Vec::with_capacity(config.routes.len());
+        let upstreams = upstreams(&config.routes)?;
         for route in &config.routes {
-            let upstream = Upstream::new(route).map_err(|source| ProxyStartError::Upstream {
-                route: route.name.clone(),
-                source,
-            })?;
             let credentials = match &route.credentials {
                 None => None,
                 Some(c) => Some(credentials_header(c, env).map_err(|e| match e {
@@ -142,7 +142,6 @@ impl Proxy {
             routes.push(RouteRuntime {
                 name: Arc::from(route.name.as_str()),
                 config: route.clone(),
-                upstream,
                 credentials,
                 managed,
             });
@@ -160,6 +159,16 @@ impl Proxy {
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 jwks,
             }),
+            upstreams,
+        })
+    }
+
+    /// The same proxy with its own, empty upstream connection pools.
+    pub fn fork(&self) -> Result<Proxy, ProxyStartError> {
+        let routes: Vec<Route> = self.inner.routes.iter().map(|r| r.config.clone()).collect();
+        Ok(Proxy {
+            inner: self.inner.clone(),
+            upstreams: upstreams(&routes)?,
         })
     }
 
@@ -170,7 +179,7 @@ impl Proxy {
         let mut ctx = RequestContext::new(conn, client_ip, req.headers());
         let result = match own_endpoint(req.uri().path()) {
             Some(endpoint) => inner.own(endpoint),
-            None => inner.proxy(&mut ctx, req).await,
+            None => inner.proxy(&self.upstreams, &mut ctx, req).await,
         };
         let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx));
         resp.headers_mut()
@@ -217,7 +226,12 @@ impl Inner {
         }
     }
 
-    async fn proxy(&self, ctx: &mut RequestContext, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn proxy(
+        &self,
+        upstreams: &[Upstream],
+        ctx: &mut RequestContext,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         // ---- route ----
         let raw_path = req.uri().path().to_owned();
         let routed = normalize_path(
@@ -229,7 +243,9 @@ impl Inner {
         .map_err(|e| ProxyError::bad_request("bad_path", e.reason()))?;
         let host = request_host(&req)?;
         let index = self.router.route_index(host, &routed).ok_or(ProxyError::NoRoute)?;
-        let route = &self.routes[index];
+        let (Some(route), Some(upstream)) = (self.routes.get(index), upstreams.get(index)) else {
+            return Err(ProxyError::NoRoute);
+        };
         ctx.route = Some(index);
         ctx.route_name = Some(route.name.clone());
         let path = normalize_path(&raw_path, route.config.normalize_options())
@@ -265,7 +281,8 @@ impl Inner {
         ctx.path = Some(path);
 
         // ---- forward ----
-        self.forward(ctx, route, index, req, identity.as_deref()).await
+        self.forward(ctx, route, upstream, index, req, identity.as_deref())
+            .await
     }
 
     /// Bearer token -> verified claims -> one active directory user.
@@ -327,6 +344,7 @@ impl Inner {
         &self,
         ctx: &RequestContext,
         route: &RouteRuntime,
+        upstream: &Upstream,
         index: usize,
         mut req: Request<Incoming>,
         identity: Option<&identity::Resolved>,
@@ -334,7 +352,7 @@ impl Inner {
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let path = ctx.path.as_deref().unwrap_or("/");
-        let uri = route.upstream.uri(path, req.uri().query())?;
+        let uri = upstream.uri(path, req.uri().query())?;
         let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
@@ -358,7 +376,7 @@ impl Inner {
                 host: original_host.as_ref(),
             },
         );
-        headers.insert(header::HOST, route.upstream.host_header.clone());
+        headers.insert(header::HOST, upstream.host_header.clone());
         if let Some(h) = &cfg.headers.request_id {
             headers.insert(h.clone(), ctx.id.header_value());
         }
@@ -408,18 +426,18 @@ impl Inner {
         *up.method_mut() = parts.method;
         *up.uri_mut() = uri;
         *up.headers_mut() = headers;
-        *up.version_mut() = if route.upstream.http2 {
+        *up.version_mut() = if upstream.http2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
-        if route.upstream.http2 {
+        if upstream.http2 {
             // HTTP/2 carries the authority in the URI; a Host header
             // alongside it is redundant and some servers refuse it.
             up.headers_mut().remove(header::HOST);
         }
 
-        let mut resp = route.upstream.send(up).await?;
+        let mut resp = upstream.send(up).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(resp.headers_mut(), switching);
         if switching {
@@ -437,6 +455,18 @@ impl Inner {
         }
         Ok(resp)
     }
+}
+
+fn upstreams(routes: &[Route]) -> Result<Arc<[Upstream]>, ProxyStartError> {
+    routes
+        .iter()
+        .map(|route| {
+            Upstream::new(route).map_err(|source| ProxyStartError::Upstream {
+                route: route.name.clone(),
+                source,
+            })
+        })
+        .collect()
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute-form), else the
