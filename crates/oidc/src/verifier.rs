@@ -274,6 +274,17 @@ impl Verifier {
         Ok(verified)
     }
 
+    /// The answer for a token verified before, without waiting: `Some` on a
+    /// cache hit (or a cached token that has since expired), `None` when
+    /// [`Self::verify`] must check it. Lets a caller keep the slow path out
+    /// of its hot future.
+    pub fn cached(&self, token: &str) -> Option<Result<Arc<VerifiedToken>, VerifyError>> {
+        match self.inner.cache.get(token, SystemTime::now())? {
+            Hit::Valid(verified) => Some(Ok(verified)),
+            Hit::Expired => Some(Err(VerifyError::Expired)),
+        }
+    }
+
     /// Verifies a token in full, neither reading nor filling the cache (for
     /// diagnostics and benchmarks). An unknown `kid` still triggers a
     /// refetch.

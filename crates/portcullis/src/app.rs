@@ -257,14 +257,18 @@ impl hyper::service::Service<Request<Incoming>> for GatewayConn {
     type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let gateway = self.gateway.clone();
         let conn = self.conn;
-        Box::pin(async move {
-            if gateway.scim.owns(req.uri().path()) {
-                let resp = gateway.scim.handle(req).await;
-                return Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()));
-            }
-            Ok(gateway.proxy.handle(req, conn).await)
-        })
+        // Two boxes rather than one async block with both branches, whose
+        // state would be the larger of the two on every request.
+        if self.gateway.scim.owns(req.uri().path()) {
+            let scim = self.gateway.scim.clone();
+            Box::pin(async move {
+                let resp = scim.handle(req).await;
+                Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()))
+            })
+        } else {
+            let proxy = self.gateway.proxy.clone();
+            Box::pin(async move { Ok(proxy.handle(req, conn).await) })
+        }
     }
 }

@@ -302,7 +302,14 @@ impl Inner {
                 token_given: false,
             });
         };
-        let verified = verifier.verify(token).await.map_err(|e| match e {
+        // A token seen before is answered without a future; the slow path
+        // (signature check, maybe a key fetch) is boxed to keep this
+        // function's state small.
+        let verified = match verifier.cached(token) {
+            Some(answer) => answer,
+            None => Box::pin(verifier.verify(token)).await,
+        };
+        let verified = verified.map_err(|e| match e {
             VerifyError::KeysUnavailable => ProxyError::Unavailable {
                 code: "idp_unavailable",
                 message: "the identity provider's signing keys are not available yet; retry shortly".into(),
