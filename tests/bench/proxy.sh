@@ -13,6 +13,9 @@
 # on exit. See tests/bench/README.md for what is measured and the targets.
 #
 # Environment: DURATION (10s), WARMUP (2s), CONNECTIONS (64), THREADS (1),
+# ROUNDS (3: every target is loaded once per round, in turn, and the report
+# gives medians, with each ratio taken within a round, since this machine's
+# speed drifts between runs),
 # IDLE_CONNECTIONS (10000), IDLE_PEERS ("nginx portcullis"),
 # PORTCULLIS_BIN (skip the build and use this binary), PORTCULLIS_LOG (warn),
 # KEEP_WORKDIR=1 (keep the temporary directory and its logs), PERF=1 (with
@@ -28,6 +31,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-3}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 IDLE_PEERS=${IDLE_PEERS:-nginx portcullis}
 PORTCULLIS_LOG=${PORTCULLIS_LOG:-warn}
@@ -56,6 +60,7 @@ warmup_s=$(seconds_of "$WARMUP")
 [[ $warmup_s =~ ^[0-9]+$ ]] || die "WARMUP must look like 2s, not '$WARMUP'"
 [[ $CONNECTIONS =~ ^[0-9]+$ && $CONNECTIONS -gt 0 ]] || die "CONNECTIONS must be a positive number"
 [[ $THREADS =~ ^[0-9]+$ && $THREADS -gt 0 ]] || die "THREADS must be a positive number"
+[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "ROUNDS must be a positive number"
 [[ $IDLE_CONNECTIONS =~ ^[0-9]+$ ]] || die "IDLE_CONNECTIONS must be a number"
 
 # ---------------------------------------------------------------------------
@@ -664,7 +669,9 @@ done = function(summary, latency, requests)
 end
 LUA
 
-say "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up), one target at a time"
+say "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up), one target at a time, $ROUNDS round(s)"
+declare -A rps_r=() p50_r=() p99_r=()
+for round in $(seq 1 "$ROUNDS"); do
 for leg in "${legs[@]}"; do
   if [ -n "${failure[$leg]:-}" ]; then
     echo "  ${label[$leg]}: skipped (failed above)"
@@ -701,15 +708,45 @@ for leg in "${legs[@]}"; do
     fail_leg "$leg" "no request completed"
     continue
   fi
-  rps[$leg]=$(awk -v n="${r[requests]}" -v us="${r[duration_us]}" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
-  p50[$leg]=$(awk -v us="${r[p50_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
-  p99[$leg]=$(awk -v us="${r[p99_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
-  socket_errors[$leg]=${r[socket_errors]}
-  printf '  %-26s %9s req/s  p50 %s ms  p99 %s ms\n' "${label[$leg]}" "${rps[$leg]}" "${p50[$leg]}" "${p99[$leg]}"
+  rps_r[$leg:$round]=$(awk -v n="${r[requests]}" -v us="${r[duration_us]}" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
+  p50_r[$leg:$round]=$(awk -v us="${r[p50_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
+  p99_r[$leg:$round]=$(awk -v us="${r[p99_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
+  socket_errors[$leg]=$(( ${socket_errors[$leg]:-0} + r[socket_errors] ))
+  printf '  round %s  %-26s %9s req/s  p50 %s ms  p99 %s ms\n' "$round" "${label[$leg]}" "${rps_r[$leg:$round]}" \
+    "${p50_r[$leg:$round]}" "${p99_r[$leg:$round]}"
   if [ "${r[non2xx]}" -gt 0 ]; then
     fail_leg "$leg" "${r[non2xx]} of ${r[requests]} responses under load were not 2xx"
   fi
   unset r
+done
+done
+
+# Medians over the rounds; ratios to nginx and p99 differences are taken
+# within each round first, so a slow round slows both sides of its ratio.
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+declare -A ratio_of=() delta_of=()
+for leg in "${legs[@]}"; do
+  values=() fast=() slow=() ratios=() deltas=()
+  for round in $(seq 1 "$ROUNDS"); do
+    [ -n "${rps_r[$leg:$round]:-}" ] || continue
+    values+=("${rps_r[$leg:$round]}")
+    fast+=("${p50_r[$leg:$round]}")
+    slow+=("${p99_r[$leg:$round]}")
+    if [ -n "${rps_r[nginx:$round]:-}" ]; then
+      ratios+=("$(awk -v a="${rps_r[$leg:$round]}" -v b="${rps_r[nginx:$round]}" 'BEGIN { printf "%.3f", a / b }')")
+      deltas+=("$(awk -v a="${p99_r[$leg:$round]}" -v b="${p99_r[nginx:$round]}" 'BEGIN { printf "%.3f", a - b }')")
+    fi
+  done
+  [ "${#values[@]}" -gt 0 ] || continue
+  rps[$leg]=$(median "${values[@]}" | awk '{ printf "%.0f", $1 }')
+  p50[$leg]=$(median "${fast[@]}")
+  p99[$leg]=$(median "${slow[@]}")
+  if [ "${#ratios[@]}" -gt 0 ]; then
+    ratio_of[$leg]=$(median "${ratios[@]}")
+    delta_of[$leg]=$(median "${deltas[@]}")
+  fi
 done
 
 # ---------------------------------------------------------------------------
@@ -836,7 +873,7 @@ fi
 # Report
 # ---------------------------------------------------------------------------
 echo
-echo "Proxy benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores, loopback; mod_auth_openidc $openidc_version"
+echo "Proxy benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS round(s), $(nproc) cores, loopback; mod_auth_openidc $openidc_version"
 printf '%-26s %10s %9s %9s %9s %12s %7s\n' target req/s "p50 ms" "p99 ms" "x nginx" "p99-nginx" errors
 for leg in "${legs[@]}"; do
   if [ -z "${rps[$leg]:-}" ]; then
@@ -845,9 +882,9 @@ for leg in "${legs[@]}"; do
   fi
   ratio=-
   delta=-
-  if [ -n "${rps[nginx]:-}" ]; then
-    ratio=$(awk -v a="${rps[$leg]}" -v b="${rps[nginx]}" 'BEGIN { printf "%.2fx", a / b }')
-    delta=$(awk -v a="${p99[$leg]}" -v b="${p99[nginx]}" 'BEGIN { printf "%+.3f ms", a - b }')
+  if [ -n "${ratio_of[$leg]:-}" ]; then
+    ratio=$(awk -v v="${ratio_of[$leg]}" 'BEGIN { printf "%.2fx", v }')
+    delta=$(awk -v v="${delta_of[$leg]}" 'BEGIN { printf "%+.3f ms", v }')
   fi
   printf '%-26s %10s %9s %9s %9s %12s %7s\n' "${label[$leg]}" "${rps[$leg]}" "${p50[$leg]}" "${p99[$leg]}" "$ratio" "$delta" "${socket_errors[$leg]}"
   if [ -n "${failure[$leg]:-}" ]; then printf '%-26s   but FAILED: %s\n' "" "${failure[$leg]}"; fi
@@ -860,9 +897,9 @@ target() { # DESCRIPTION VERDICT DETAIL
 }
 measured() { [ -n "${rps[$1]:-}" ] && [ -z "${failure[$1]:-}" ]; }
 if measured portcullis && measured nginx; then
-  value=$(awk -v a="${rps[portcullis]}" -v b="${rps[nginx]}" 'BEGIN { printf "%.2f", a / b }')
+  value=$(awk -v v="${ratio_of[portcullis]}" 'BEGIN { printf "%.2f", v }')
   target "portcullis req/s >= 0.9x nginx" "$(awk -v v="$value" 'BEGIN { print (v >= 0.9) ? "PASS" : "FAIL" }')" "${value}x"
-  value=$(awk -v a="${p99[portcullis]}" -v b="${p99[nginx]}" 'BEGIN { printf "%.3f", a - b }')
+  value=$(awk -v v="${delta_of[portcullis]}" 'BEGIN { printf "%.3f", v }')
   target "portcullis p99 <= nginx p99 + 1 ms" "$(awk -v v="$value" 'BEGIN { print (v <= 1) ? "PASS" : "FAIL" }')" "${value} ms"
 else
   target "portcullis req/s >= 0.9x nginx" FAIL "not measured"

@@ -84,6 +84,38 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    serve_from(Accepted::Listener(listener), make, transport, shutdown).await;
+}
+
+/// Where a server's connections come from: its own listener, or a channel
+/// fed by an acceptor on another thread (see [`Workers`]).
+enum Accepted {
+    Listener(TcpListener),
+    Channel(tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>),
+}
+
+impl Accepted {
+    /// The next connection; `None` when the channel's sender is gone.
+    async fn next(&mut self) -> Option<std::io::Result<(tokio::net::TcpStream, SocketAddr)>> {
+        match self {
+            Accepted::Listener(l) => Some(l.accept().await),
+            Accepted::Channel(rx) => {
+                let (stream, peer) = rx.recv().await?;
+                Some(tokio::net::TcpStream::from_std(stream).map(|s| (s, peer)))
+            }
+        }
+    }
+}
+
+async fn serve_from<M, S, B>(mut source: Accepted, make: M, transport: Transport, shutdown: impl Future<Output = ()>)
+where
+    M: Fn(ConnInfo) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -94,10 +126,11 @@ where
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = source.next() => {
                 let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
+                    None => break,
+                    Some(Ok(conn)) => conn,
+                    Some(Err(e)) => {
                         // Out of file descriptors and the like: back off
                         // rather than spin.
                         tracing::warn!(error = %e, "accept failed");
@@ -148,7 +181,7 @@ where
             () = &mut shutdown => break,
         }
     }
-    drop(listener);
+    drop(source);
     if tokio::time::timeout(transport.grace, graceful.shutdown())
         .await
         .is_err()
@@ -162,10 +195,14 @@ where
 
 /// Threads serving one listener, each with its own single-threaded runtime
 /// and its own service (so per-worker state such as upstream connection
-/// pools stays on one thread and a request never crosses threads). All
-/// workers accept from the same socket.
+/// pools stays on one thread and a request never crosses threads). One
+/// acceptor hands connections to the workers in turn, which spreads them
+/// evenly; workers that all accepted from the socket would race for each
+/// connection and could end up with most of them on one thread.
 #[derive(Debug)]
 pub struct Workers {
+    listener: TcpListener,
+    queues: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
     stop: tokio::sync::watch::Sender<bool>,
     done: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
@@ -182,11 +219,11 @@ impl Workers {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let listener = listener.into_std()?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut done = Vec::with_capacity(services.len());
+        let mut queues = Vec::with_capacity(services.len());
         for (i, make) in services.into_iter().enumerate() {
-            let socket = listener.try_clone()?;
+            let (queue, connections) = tokio::sync::mpsc::unbounded_channel();
             let transport = transport.clone();
             let mut stopped = stop_rx.clone();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -195,29 +232,50 @@ impl Workers {
                 .name(format!("portcullis-worker-{i}"))
                 .spawn(move || {
                     runtime.block_on(async move {
-                        let listener = match TcpListener::from_std(socket) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!(error = %e, "worker cannot use the listener");
-                                return;
-                            }
-                        };
                         let shutdown = async move {
                             let _ = stopped.wait_for(|s| *s).await;
                         };
-                        serve(listener, make, transport, shutdown).await;
+                        serve_from(Accepted::Channel(connections), make, transport, shutdown).await;
                     });
                     drop(done_tx);
                 })?;
+            queues.push(queue);
             done.push(done_rx);
         }
-        Ok(Workers { stop, done })
+        Ok(Workers {
+            listener,
+            queues,
+            stop,
+            done,
+        })
     }
 
-    /// Serves until `shutdown` resolves, then waits for every worker to
-    /// drain.
+    /// Accepts and serves until `shutdown` resolves, then waits for every
+    /// worker to drain.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        shutdown.await;
+        tokio::pin!(shutdown);
+        let mut next = 0usize;
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(stream) = stream.into_std() else { continue };
+                    if let Some(queue) = self.queues.get(next % self.queues.len().max(1)) {
+                        let _ = queue.send((stream, peer));
+                    }
+                    next = next.wrapping_add(1);
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
         let _ = self.stop.send(true);
         for d in self.done {
             let _ = d.await;
