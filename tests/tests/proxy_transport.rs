@@ -302,3 +302,203 @@ async fn oversized_headers_get_431_and_shutdown_drains_in_flight_requests() {
     server.stop().await;
     assert_eq!(in_flight.await.expect("task"), StatusCode::OK);
 }
+
+/// Provisions a user in `group` (created if needed); returns (user id, group id).
+async fn provision(scim: &portcullis_tests::ScimClient, user: &str, group: Option<&str>) -> (String, Option<String>) {
+    let r = scim
+        .send(
+            http::Method::POST,
+            "/Users",
+            Some(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    let Some(group) = group else { return (id, None) };
+    let r = scim
+        .send(
+            http::Method::POST,
+            "/Groups",
+            Some(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": group, "members": [{"value": id}]})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    (id, r.body["id"].as_str().map(str::to_owned))
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn open_ws(addr: std::net::SocketAddr, token: &str) -> Ws {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/ws"))
+            .expect("ws request");
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("handshake")
+        .0
+}
+
+/// Whether the socket still echoes.
+async fn echoes(ws: &mut Ws) -> bool {
+    if ws
+        .send(tokio_tungstenite::tungstenite::Message::text("ping"))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), ws.next()).await,
+        Ok(Some(Ok(m))) if m.is_text()
+    )
+}
+
+/// Waits up to `limit` for the socket to be closed by the far end.
+async fn closed_within(ws: &mut Ws, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return false,
+            Ok(None) | Ok(Some(Err(_))) => return true,
+            Ok(Some(Ok(m))) if m.is_close() => return true,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_connections_end_when_access_is_withdrawn() {
+    let idp = TestIssuer::start().await;
+    let app = Upstream::start("app").await;
+    let config = format!(
+        "[oidc]\nissuer = \"{}\"\naudiences = [\"portcullis-test\"]\n[[routes]]\nname = \"app\"\nupstream = \"{}\"\n",
+        idp.issuer(),
+        app.url(),
+    );
+    let server = TestServer::start(&config, &[("app.toml", POLICY)]).await;
+    let scim = server.scim(portcullis_tests::OKTA_TOKEN);
+    let (deact, _) = provision(&scim, "deact@example.com", Some("readers")).await;
+    let (moved, readers) = provision(&scim, "moved@example.com", None).await;
+    assert!(readers.is_none());
+    let (_, _) = provision(&scim, "stays@example.com", None).await;
+    let readers = {
+        let r = scim
+            .send(
+                http::Method::GET,
+                "/Groups?filter=displayName%20eq%20%22readers%22",
+                None,
+                &[],
+            )
+            .await;
+        r.body["Resources"][0]["id"].as_str().expect("group").to_owned()
+    };
+    let add = |user: &str| {
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+               "Operations": [{"op": "add", "path": "members", "value": [{"value": user}]}]})
+    };
+    let stays_id = {
+        let r = scim
+            .send(
+                http::Method::GET,
+                "/Users?filter=userName%20eq%20%22stays@example.com%22",
+                None,
+                &[],
+            )
+            .await;
+        r.body["Resources"][0]["id"].as_str().expect("user").to_owned()
+    };
+    for user in [&moved, &stays_id] {
+        let r = scim
+            .send(
+                http::Method::PATCH,
+                &format!("/Groups/{readers}"),
+                Some(&add(user)),
+                &[],
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+    let token = |email: &str| idp.mint(Alg::Es256, json!({"sub": email, "email": email}));
+    let mut ws_deact = open_ws(server.addr(), &token("deact@example.com")).await;
+    let mut ws_moved = open_ws(server.addr(), &token("moved@example.com")).await;
+    let mut ws_stays = open_ws(server.addr(), &token("stays@example.com")).await;
+    for ws in [&mut ws_deact, &mut ws_moved, &mut ws_stays] {
+        assert!(echoes(ws).await);
+    }
+
+    // A long download in flight for the user who will be deactivated.
+    let download = {
+        let url = format!("{}/big?bytes={}", server.url, 1u64 << 40);
+        let auth = format!("Bearer {}", token("deact@example.com"));
+        let resp = http_client()
+            .request(
+                Request::get(url)
+                    .header("authorization", auth)
+                    .body(Full::new(Bytes::new()))
+                    .expect("req"),
+            )
+            .await
+            .expect("download starts");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body()
+    };
+    let reader = tokio::spawn(async move {
+        let mut body = download;
+        let mut got = 0u64;
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => got += f.data_ref().map_or(0, |d| d.len() as u64),
+                Some(Err(_)) | None => return got,
+            }
+        }
+    });
+
+    // Deactivation: the socket and the download end within a second.
+    let r = scim
+        .send(
+            http::Method::PATCH,
+            &format!("/Users/{deact}"),
+            Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                         "Operations": [{"op": "replace", "value": {"active": false}}]})),
+            &[],
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let started = tokio::time::Instant::now();
+    assert!(
+        closed_within(&mut ws_deact, Duration::from_secs(1)).await,
+        "deactivated user's socket still open"
+    );
+    let got = tokio::time::timeout(
+        Duration::from_secs(1) - started.elapsed().min(Duration::from_millis(900)),
+        reader,
+    )
+    .await
+    .expect("the download was cut within a second")
+    .expect("reader");
+    assert!(got < 1u64 << 40, "the whole download went through");
+
+    // Removal from the group that granted /ws: that user's socket closes,
+    // the other member's stays open.
+    let r = scim
+        .send(
+            http::Method::PATCH,
+            &format!("/Groups/{readers}"),
+            Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                         "Operations": [{"op": "remove", "path": format!("members[value eq \"{moved}\"]")}]})),
+            &[],
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    assert!(
+        closed_within(&mut ws_moved, Duration::from_secs(1)).await,
+        "removed member's socket still open"
+    );
+    assert!(echoes(&mut ws_stays).await, "an unaffected user's socket was closed");
+}

@@ -164,6 +164,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     if let Some(cert) = cert {
         tasks.push(tokio::spawn(cert.watch(CERT_POLL, stopped(stop_rx.clone()))));
     }
+    tasks.push(tokio::spawn(crate::proxy::live::watch(
+        proxy.live(),
+        directory.clone(),
+        policy.clone(),
+        stopped(stop_rx.clone()),
+    )));
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,

@@ -25,6 +25,7 @@ pub mod context;
 pub mod error;
 pub mod headers;
 pub mod identity;
+pub mod live;
 pub mod upstream;
 
 use std::borrow::Cow;
@@ -109,6 +110,7 @@ struct Inner {
     identities: Identities,
     trusted_proxies: Vec<ipnet::IpNet>,
     jwks: Bytes,
+    live: Arc<live::Live>,
 }
 
 impl Proxy {
@@ -158,9 +160,15 @@ impl Proxy {
                 binding: config.identity.clone(),
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 jwks,
+                live: Arc::default(),
             }),
             upstreams,
         })
+    }
+
+    /// The registry of live connections, for [`live::watch`].
+    pub fn live(&self) -> Arc<live::Live> {
+        self.inner.live.clone()
     }
 
     /// The same proxy with its own, empty upstream connection pools.
@@ -425,6 +433,7 @@ impl Inner {
         }
 
         let (parts, body) = req.into_parts();
+        let method = parts.method.clone();
         let body: ProxyBody = match cfg.max_request_body {
             Some(limit) => http_body_util::Limited::new(body, limit as usize).boxed(),
             None => body.map_err(BoxError::from).boxed(),
@@ -447,11 +456,24 @@ impl Inner {
         let mut resp = upstream.send(up).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(resp.headers_mut(), switching);
+        // What may run for long is registered, so that provisioning can
+        // end it (see `live`).
+        let register = || {
+            identity.map(|id| {
+                self.live
+                    .register(id.principal.key, route.name.clone(), method.as_str(), path)
+            })
+        };
+        if !switching && is_long(&resp) {
+            if let Some(guard) = register() {
+                resp = resp.map(|body| live::revocable(body, guard));
+            }
+        }
         if switching {
             match client_upgrade {
                 Some(client) => {
                     let upstream_side = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(upstream::tunnel(client, upstream_side));
+                    tokio::spawn(upstream::tunnel(client, upstream_side, register()));
                 }
                 None => {
                     return Err(ProxyError::BadGateway {
@@ -494,6 +516,19 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ProxyError> {
             .map(Some)
             .map_err(|_| ProxyError::bad_request("bad_host", "the Host header is not valid")),
     }
+}
+
+/// A response that may stream for long: no length, or more than 1 MiB.
+fn is_long(resp: &Response<ProxyBody>) -> bool {
+    use hyper::body::Body as _;
+    if resp.body().is_end_stream() {
+        return false;
+    }
+    resp.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_none_or(|n| n > 1 << 20)
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {

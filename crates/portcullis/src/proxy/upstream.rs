@@ -429,8 +429,13 @@ impl Body for UpstreamBody {
 }
 
 /// Joins an upgraded client connection to the upgraded upstream connection
-/// until either side closes.
-pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// until either side closes, or until `live` says the user's access was
+/// withdrawn.
+pub async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    live: Option<super::live::LiveGuard>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -440,7 +445,23 @@ pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    match live {
+        None => {
+            if let Err(e) = copy.await {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        Some(mut guard) => {
+            tokio::select! {
+                result = copy => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "upgraded connection ended with an error");
+                    }
+                }
+                // Dropping both ends closes them.
+                _ = guard.closed.wait_for(|closed| *closed) => {}
+            }
+        }
     }
 }
