@@ -966,3 +966,95 @@ async fn an_idp_down_from_the_start_gives_503_until_it_answers() {
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     assert_eq!(r.body["error"], "not_provisioned");
 }
+
+/// The admin listener's `/metrics`, parsed as Prometheus text.
+async fn scrape(server: &TestServer) -> prometheus_parse::Scrape {
+    let resp = http_client()
+        .request(
+            Request::get(format!("http://{}/metrics", server.admin))
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("scrape");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(resp.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf-8");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition")
+}
+
+/// The value of one sample, by metric name and labels.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(ref h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_scim_and_the_directory() {
+    let w = world().await;
+    w.user("reader@example.com", &["readers"]).await;
+    let token = w.token("reader@example.com");
+    for _ in 0..3 {
+        assert_eq!(w.get("/data/x", Some(&token)).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        w.get("/data/secret/x", Some(&token)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(w.get("/data/x", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(w.get("/public/x", None).await.status, StatusCode::OK);
+
+    let m = scrape(&w.server).await;
+    let requests = |decision: &str, status: &str| {
+        sample(
+            &m,
+            "portcullis_requests_total",
+            &[("route", "app"), ("decision", decision), ("status", status)],
+        )
+    };
+    assert_eq!(requests("allow", "200"), Some(3.0));
+    assert_eq!(requests("deny", "403"), Some(1.0));
+    assert_eq!(requests("unauthenticated", "401"), Some(1.0));
+    assert_eq!(requests("public", "200"), Some(1.0));
+    assert_eq!(sample(&m, "portcullis_directory_users", &[]), Some(1.0));
+    assert_eq!(sample(&m, "portcullis_directory_groups", &[]), Some(1.0));
+    // One user created, one group created (SCIM 201s), plus a lookup.
+    assert_eq!(
+        sample(
+            &m,
+            "portcullis_scim_requests_total",
+            &[("method", "POST"), ("status", "201")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&m, "portcullis_jwks_fetches_total", &[]).map(|v| v >= 1.0),
+        Some(true)
+    );
+    assert_eq!(
+        sample(&m, "portcullis_jwt_signature_checks_total", &[]),
+        Some(1.0),
+        "the token is verified once"
+    );
+    let upstream_count = m
+        .samples
+        .iter()
+        .find(|s| s.metric == "portcullis_upstream_duration_seconds_count" && s.labels.get("route") == Some("app"))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) => v,
+            _ => f64::NAN,
+        });
+    assert_eq!(
+        upstream_count,
+        Some(4.0),
+        "three allowed and one public request reached the upstream"
+    );
+}

@@ -3,7 +3,8 @@
 //! views for operators and the CLI: `/v1/explain?user=&method=&url=` (the
 //! decision the proxy would make now, and why) and `/v1/principal?user=`
 //! (a user's groups as the directory holds them). `/readyz` also waits for
-//! the OIDC issuer's keys when one is configured. Metrics join it later.
+//! the OIDC issuer's keys when one is configured. `/metrics` serves
+//! Prometheus text (see `metrics`).
 //!
 //! Keep this listener on a private address; it is not authenticated.
 
@@ -21,6 +22,7 @@ use portcullis_oidc::Verifier;
 use serde_json::json;
 
 use crate::authz;
+use crate::metrics::Exporter;
 use crate::policy_runtime::PolicyRuntime;
 use crate::routes::Router;
 use crate::web::{Body, json};
@@ -34,6 +36,7 @@ pub struct Admin {
     /// The bearer-token verifier, when an OIDC issuer is configured: ready
     /// once its discovery and first key set are in.
     verifier: Option<Verifier>,
+    metrics: Arc<Exporter>,
 }
 
 impl Admin {
@@ -42,12 +45,14 @@ impl Admin {
         policy: Arc<PolicyRuntime>,
         router: Arc<Router>,
         verifier: Option<Verifier>,
+        metrics: Arc<Exporter>,
     ) -> Self {
         Admin {
             directory,
             policy,
             router,
             verifier,
+            metrics,
         }
     }
 
@@ -60,6 +65,14 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => json(StatusCode::OK, &json!({"status": "ok"})),
             "/readyz" => self.ready(),
+            "/metrics" => {
+                let mut resp = Response::new(Body::from(self.metrics.render()));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                resp
+            }
             "/v1/explain" => {
                 let (Some(method), Some(url)) = (query.get("method"), query.get("url")) else {
                     return bad_request("explain needs method and url parameters (and user, unless anonymous)");

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::metrics::{Exporter, Metrics, Sources};
 use crate::policy_runtime::{self, PolicyRuntime};
 use crate::proxy::{Proxy, ProxyBody};
 use crate::routes::Router;
@@ -131,12 +132,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         None => AssertionSigner::generate(&config.assertion.issuer),
     }
     .map_err(|e| RunError::Oidc(e.to_string()))?;
+    let metrics = Metrics::default();
     let proxy = Proxy::new(
         &config,
         policy.clone(),
         directory.clone(),
         verifier.clone(),
         signer,
+        metrics.clone(),
         &env,
     )?;
     let cert = match &config.server.tls {
@@ -161,9 +164,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move { verifier.run(stop).await }));
     }
-    if let Some(cert) = cert {
+    if let Some(cert) = cert.clone() {
         tasks.push(tokio::spawn(cert.watch(CERT_POLL, stopped(stop_rx.clone()))));
     }
+    let exporter = Arc::new(Exporter::new(
+        &metrics,
+        Sources {
+            directory: directory.clone(),
+            policy: policy.clone(),
+            verifier: verifier.clone(),
+            live: proxy.live(),
+            cert,
+        },
+    ));
     tasks.push(tokio::spawn(crate::proxy::live::watch(
         proxy.live(),
         directory.clone(),
@@ -179,6 +192,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         let gateway = Gateway {
             scim: scim.clone(),
             proxy: proxy.fork()?,
+            metrics: metrics.clone(),
         };
         services.push(move |conn| GatewayConn {
             gateway: gateway.clone(),
@@ -189,7 +203,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let workers =
         web::Workers::start(listeners.server, services, transport).map_err(|source| RunError::Workers { source })?;
     let server = tokio::spawn(workers.run(stopped(stop_rx.clone())));
-    let admin = Admin::new(directory.clone(), policy, router, verifier);
+    let admin = Admin::new(directory.clone(), policy, router, verifier, exporter);
     let admin = tokio::spawn(web::serve(
         listeners.admin,
         move |_| admin.clone(),
@@ -248,6 +262,7 @@ pub fn scim_service(
 struct Gateway {
     scim: Scim,
     proxy: Proxy,
+    metrics: Metrics,
 }
 
 /// The gateway bound to one connection.
@@ -268,8 +283,11 @@ impl hyper::service::Service<Request<Incoming>> for GatewayConn {
         // state would be the larger of the two on every request.
         if self.gateway.scim.owns(req.uri().path()) {
             let scim = self.gateway.scim.clone();
+            let metrics = self.gateway.metrics.clone();
             Box::pin(async move {
+                let method = req.method().clone();
                 let resp = scim.handle(req).await;
+                metrics.scim_request(&method, resp.status().as_u16());
                 Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()))
             })
         } else {

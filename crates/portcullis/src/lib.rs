@@ -12,6 +12,7 @@
 //! - [`cli`]: subcommands and exit codes.
 //! - [`app`]: `run(config, listeners, shutdown)`, what `serve` does.
 //! - [`admin`]: health endpoints and read-only operator views.
+//! - [`metrics`]: Prometheus metrics for the admin listener.
 //! - [`routes`]: which configured route a request belongs to.
 //! - [`authz`]: a decision explained (what `explain` prints).
 //! - [`policy_runtime`]: the live policy and its hot reload.
@@ -25,6 +26,7 @@ pub mod app;
 pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod policy_runtime;
 pub mod proxy;
 pub mod routes;

@@ -67,6 +67,9 @@ pub struct RequestContext {
     pub path: Option<String>,
     /// The bound directory user, once authenticated.
     pub principal: Option<Arc<Principal>>,
+    /// `allow` or `public` once decided; failures are named by their
+    /// status when the request ends.
+    pub decision: Option<&'static str>,
 }
 
 impl RequestContext {
@@ -81,6 +84,7 @@ impl RequestContext {
             route_name: None,
             path: None,
             principal: None,
+            decision: None,
         }
     }
 

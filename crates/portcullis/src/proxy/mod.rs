@@ -111,6 +111,7 @@ struct Inner {
     trusted_proxies: Vec<ipnet::IpNet>,
     jwks: Bytes,
     live: Arc<live::Live>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Proxy {
@@ -120,6 +121,7 @@ impl Proxy {
         directory: Directory,
         verifier: Option<Verifier>,
         signer: AssertionSigner,
+        metrics: crate::metrics::Metrics,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ProxyStartError> {
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -161,6 +163,7 @@ impl Proxy {
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 jwks,
                 live: Arc::default(),
+                metrics,
             }),
             upstreams,
         })
@@ -192,6 +195,15 @@ impl Proxy {
         let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx));
         resp.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), ctx.id.header_value());
+        let status = resp.status().as_u16();
+        let decision = ctx.decision.unwrap_or(match status {
+            401 => "unauthenticated",
+            403 => "deny",
+            _ => "error",
+        });
+        inner
+            .metrics
+            .request(ctx.route_name.as_ref(), decision, status, ctx.started.elapsed());
         tracing::debug!(
             request_id = %ctx.id,
             client = %ctx.client_ip,
@@ -273,6 +285,7 @@ impl Inner {
             path: &path,
         };
         let identity = if policy.decide_public(&request).allowed {
+            ctx.decision = Some("public");
             None
         } else {
             let principal = self.authenticate(&req).await?;
@@ -284,6 +297,7 @@ impl Inner {
             if !decision.allowed {
                 return Err(denied(&decision.reason, &resolved.role_names, &request));
             }
+            ctx.decision = Some("allow");
             Some(resolved)
         };
         ctx.path = Some(path);
@@ -453,7 +467,21 @@ impl Inner {
             up.headers_mut().remove(header::HOST);
         }
 
-        let mut resp = upstream.send(up).await?;
+        let sent = std::time::Instant::now();
+        let mut resp = match upstream.send(up).await {
+            Ok(resp) => {
+                self.metrics.upstream(&route.name, sent.elapsed());
+                resp
+            }
+            Err(e) => {
+                match &e {
+                    ProxyError::GatewayTimeout { .. } => self.metrics.upstream_error(&route.name, "timeout"),
+                    ProxyError::BadGateway { .. } => self.metrics.upstream_error(&route.name, "connect"),
+                    _ => {}
+                }
+                return Err(e);
+            }
+        };
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(resp.headers_mut(), switching);
         // What may run for long is registered, so that provisioning can

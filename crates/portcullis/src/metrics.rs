@@ -1,0 +1,297 @@
+//! Prometheus metrics, served as text at the admin listener's `/metrics`.
+//!
+//! Two kinds: counters and histograms updated on the request path (requests
+//! by route, decision and status; total and upstream latency; upstream
+//! errors; SCIM requests), and values read from their owners at scrape time
+//! (directory sizes, policy reloads, JWKS fetches, live connections, TLS
+//! certificate reloads), so the owners keep a single source of truth and
+//! the hot path pays nothing for them.
+//!
+//! Label values are bounded: route names come from the configuration,
+//! decisions and error kinds are fixed words, statuses are HTTP codes. No
+//! user, path or client address is ever a label.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_directory::Directory;
+use portcullis_oidc::Verifier;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::policy_runtime::PolicyRuntime;
+use crate::proxy::live::Live;
+use crate::tls::ServerCert;
+
+/// A route name as a label value (shared, not copied per request).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteName(pub Arc<str>);
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: RouteName,
+    /// `allow`, `public`, `deny` (403), `unauthenticated` (401), `error`.
+    decision: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: RouteName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    route: RouteName,
+    /// `connect` (502) or `timeout` (504).
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ScimLabels {
+    method: &'static str,
+    status: u16,
+}
+
+/// The request-path metrics; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram>,
+    upstream_seconds: Family<RouteLabels, Histogram>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    scim_requests: Family<ScimLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 52 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            upstream_seconds: Family::new_with_constructor(latency_histogram),
+            upstream_errors: Family::default(),
+            scim_requests: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// One proxied request, at its end.
+    pub fn request(&self, route: Option<&Arc<str>>, decision: &'static str, status: u16, total: Duration) {
+        let route = RouteName(route.cloned().unwrap_or_else(|| Arc::from("-")));
+        self.request_seconds
+            .get_or_create(&RouteLabels { route: route.clone() })
+            .observe(total.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                decision,
+                status,
+            })
+            .inc();
+    }
+
+    /// Time to the upstream's response headers.
+    pub fn upstream(&self, route: &Arc<str>, took: Duration) {
+        self.upstream_seconds
+            .get_or_create(&RouteLabels {
+                route: RouteName(route.clone()),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, route: &Arc<str>, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                route: RouteName(route.clone()),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn scim_request(&self, method: &http::Method, status: u16) {
+        let method = match *method {
+            http::Method::GET => "GET",
+            http::Method::POST => "POST",
+            http::Method::PUT => "PUT",
+            http::Method::PATCH => "PATCH",
+            http::Method::DELETE => "DELETE",
+            _ => "other",
+        };
+        self.scim_requests.get_or_create(&ScimLabels { method, status }).inc();
+    }
+}
+
+/// What is read from its owner at scrape time.
+#[derive(Debug)]
+pub struct Sources {
+    pub directory: Directory,
+    pub policy: Arc<PolicyRuntime>,
+    pub verifier: Option<Verifier>,
+    pub live: Arc<Live>,
+    pub cert: Option<Arc<ServerCert>>,
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let stats = self.directory.stats();
+        for (name, help, value) in [
+            ("directory_users", "Users in the identity directory.", stats.users),
+            ("directory_groups", "Groups in the identity directory.", stats.groups),
+            (
+                "directory_memberships",
+                "Direct group memberships in the identity directory.",
+                stats.memberships,
+            ),
+            (
+                "live_connections",
+                "Open WebSockets and long responses of signed-in users.",
+                self.live.counts().0,
+            ),
+        ] {
+            gauge(&mut encoder, name, help, value as i64)?;
+        }
+        let policy = self.policy.stats();
+        counter(
+            &mut encoder,
+            "policy_reloads",
+            "Policy reloads that took effect.",
+            policy.reloads,
+        )?;
+        counter(
+            &mut encoder,
+            "policy_reload_failures",
+            "Policy reloads refused because the new policy did not compile.",
+            policy.failures,
+        )?;
+        gauge(
+            &mut encoder,
+            "policy_generation",
+            "Generation of the policy in force.",
+            policy.generation as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "live_connections_closed",
+            "Live connections closed because provisioning withdrew access.",
+            self.live.counts().1,
+        )?;
+        if let Some(v) = &self.verifier {
+            let s = v.stats();
+            counter(
+                &mut encoder,
+                "jwks_fetches",
+                "Successful fetches of the issuer's keys.",
+                s.jwks_fetches_ok,
+            )?;
+            counter(
+                &mut encoder,
+                "jwks_fetch_failures",
+                "Failed fetches of the issuer's keys.",
+                s.jwks_fetches_failed,
+            )?;
+            counter(
+                &mut encoder,
+                "jwt_signature_checks",
+                "Bearer tokens whose signature was checked (cache misses).",
+                s.signature_checks,
+            )?;
+            gauge(
+                &mut encoder,
+                "jwt_cache_entries",
+                "Verified tokens cached.",
+                s.cache_entries as i64,
+            )?;
+        }
+        if let Some(cert) = &self.cert {
+            let (ok, failed) = cert.stats();
+            counter(&mut encoder, "tls_certificate_reloads", "TLS certificate reloads.", ok)?;
+            counter(
+                &mut encoder,
+                "tls_certificate_reload_failures",
+                "TLS certificate reloads refused (the old one stays).",
+                failed,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// The registry: request-path metrics plus the scrape-time sources, all
+/// prefixed `portcullis_`.
+#[derive(Debug)]
+pub struct Exporter {
+    registry: Registry,
+}
+
+impl Exporter {
+    pub fn new(metrics: &Metrics, sources: Sources) -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        registry.register(
+            "requests",
+            "Proxied requests by route, decision and status.",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers, by route.",
+            metrics.request_seconds.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending to the upstream to its response headers, by route.",
+            metrics.upstream_seconds.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by route and kind (connect, timeout).",
+            metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "scim_requests",
+            "SCIM requests by method and status.",
+            metrics.scim_requests.clone(),
+        );
+        registry.register_collector(Box::new(sources));
+        Exporter { registry }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            let _ = writeln!(out, "# metrics could not be encoded");
+        }
+        out
+    }
+}
