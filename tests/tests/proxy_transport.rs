@@ -501,4 +501,13 @@ async fn live_connections_end_when_access_is_withdrawn() {
         "removed member's socket still open"
     );
     assert!(echoes(&mut ws_stays).await, "an unaffected user's socket was closed");
+
+    // A policy reload that no longer grants /ws closes the last socket.
+    let narrowed = POLICY.replace(r#"paths = ["/**"] }]"#, r#"paths = ["/data/**"] }]"#);
+    assert_ne!(narrowed, POLICY);
+    std::fs::write(server.dir().join("policies/app.toml"), narrowed).expect("rewrite policy");
+    assert!(
+        closed_within(&mut ws_stays, Duration::from_secs(5)).await,
+        "a policy reload did not close a socket it no longer allows"
+    );
 }

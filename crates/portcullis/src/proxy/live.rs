@@ -7,7 +7,9 @@
 //! directory's change events: when a user is deleted or deactivated, all
 //! their live connections are closed; when their groups change, each of
 //! their connections is decided again under the current policy and closed
-//! if it would no longer be allowed. Events arrive once the change is
+//! if it would no longer be allowed; after a policy reload, every
+//! connection is decided again (within half a second). Events arrive once
+//! the change is
 //! durable, i.e. before the IdP gets its SCIM response, so a connection
 //! closes within milliseconds of it.
 //!
@@ -135,9 +137,20 @@ pub async fn watch(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut events = directory.subscribe();
+    // A policy reload can withdraw access too; it is noticed within a tick.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut generation = policy.stats().generation;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                let now = policy.stats().generation;
+                if now != generation {
+                    generation = now;
+                    live.recheck_all(&directory, &policy);
+                }
+            }
             event = events.recv() => match event {
                 Ok(change) => {
                     for p in &change.principals {
