@@ -60,7 +60,11 @@ fn check_follows_references() {
         tmp.path(),
         "[[scim.clients]]\nname = \"okta\"\ntoken_sha256_env = \"PORTCULLIS_TEST_UNSET_VAR\"\n\
          [[scim.clients]]\nname = \"entra\"\ntoken_sha256_file = \"missing.sha256\"\n\
-         [policy]\ndir = \"nope\"\n",
+         [policy]\ndir = \"nope\"\n\
+         [server.tls]\ncert = \"missing.crt\"\nkey = \"missing.key\"\n\
+         [assertion]\nkey_file = \"missing.pem\"\n\
+         [[routes]]\nname = \"es\"\nupstream = \"https://127.0.0.1:9200\"\nupstream_ca = \"no-ca.pem\"\n\
+         [routes.credentials]\nbasic_file = \"no-secret\"\n",
     );
     let out = portcullis()
         .env_remove("PORTCULLIS_TEST_UNSET_VAR")
@@ -80,6 +84,16 @@ fn check_follows_references() {
         "{err}"
     );
     assert!(err.contains("policy.dir:"), "{err}");
+    assert!(
+        err.contains("server.tls: cannot read") && err.contains("missing.crt"),
+        "{err}"
+    );
+    assert!(err.contains("assertion.key_file:"), "{err}");
+    assert!(
+        err.contains("routes[0]: cannot read") && err.contains("no-ca.pem"),
+        "{err}"
+    );
+    assert!(err.contains("routes[0].credentials: cannot read secret file"), "{err}");
 
     let good = write_config(tmp.path(), "[store]\npath = \"data\"\n");
     let out = portcullis()
