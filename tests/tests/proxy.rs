@@ -1058,3 +1058,39 @@ async fn metrics_count_decisions_scim_and_the_directory() {
         "three allowed and one public request reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn me_shows_groups_and_roles_as_they_are_now() {
+    let w = world().await;
+    let id = w.user("reader@example.com", &["readers", "unmapped"]).await;
+    let token = w.token("reader@example.com");
+    let r = w.get("/.portcullis/me", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let r = w.get("/.portcullis/me", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["user"], "reader@example.com");
+    assert_eq!(r.body["id"], id.as_str());
+    assert_eq!(r.body["active"], true);
+    assert_eq!(r.body["roles"], json!(["other", "reader"]));
+    assert_eq!(
+        r.body["groups"],
+        json!([
+            {"name": "readers", "client": "okta", "grants_roles": true},
+            {"name": "unmapped", "client": "okta", "grants_roles": false},
+        ])
+    );
+
+    w.remove_from_group("readers", &id).await;
+    let r = w.get("/.portcullis/me", Some(&token)).await;
+    assert_eq!(r.body["roles"], json!([]), "{}", r.text);
+    assert_eq!(
+        r.body["groups"],
+        json!([{"name": "unmapped", "client": "okta", "grants_roles": false}])
+    );
+
+    w.set_active(&id, false).await;
+    let r = w.get("/.portcullis/me", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["error"], "deactivated");
+}

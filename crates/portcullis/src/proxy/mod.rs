@@ -189,6 +189,7 @@ impl Proxy {
         let client_ip = headers::client_ip(req.headers(), conn.peer.ip(), &inner.trusted_proxies);
         let mut ctx = RequestContext::new(conn, client_ip, req.headers());
         let result = match own_endpoint(req.uri().path()) {
+            Some(OwnEndpoint::Me) => Box::pin(inner.me(&mut ctx, &req)).await,
             Some(endpoint) => inner.own(endpoint),
             None => inner.proxy(&self.upstreams, &mut ctx, req).await,
         };
@@ -221,6 +222,7 @@ impl Proxy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OwnEndpoint {
     Jwks,
+    Me,
     Unknown,
 }
 
@@ -228,6 +230,7 @@ fn own_endpoint(path: &str) -> Option<OwnEndpoint> {
     let rest = path.strip_prefix(RESERVED_PREFIX)?;
     Some(match rest {
         "jwks.json" => OwnEndpoint::Jwks,
+        "me" => OwnEndpoint::Me,
         _ => OwnEndpoint::Unknown,
     })
 }
@@ -242,8 +245,45 @@ impl Inner {
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
                 Ok(resp)
             }
-            OwnEndpoint::Unknown => Err(ProxyError::NoRoute),
+            OwnEndpoint::Me | OwnEndpoint::Unknown => Err(ProxyError::NoRoute),
         }
+    }
+
+    /// `/.portcullis/me`: who the caller is to Portcullis right now: the
+    /// directory user, their effective groups and their roles under the
+    /// current policy. The first thing to look at after a 403.
+    async fn me(&self, ctx: &mut RequestContext, req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+        let principal = self.authenticate(req).await?;
+        ctx.principal = Some(principal.clone());
+        ctx.decision = Some("allow");
+        let policy = self.policy.current();
+        let resolved = self.identities.resolve(&principal, &policy);
+        let groups: Vec<serde_json::Value> = principal
+            .groups
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "name": g.display_name(),
+                    "client": &*g.owner,
+                    "grants_roles": resolved.groups(crate::config::GroupScope::Policy).iter().any(|n| **n == *g.display_name()),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "user": &*principal.user_name,
+            "id": &*principal.id,
+            "active": principal.active,
+            "email": resolved.email.as_deref(),
+            "display_name": resolved.display_name.as_deref(),
+            "groups": groups,
+            "roles": resolved.role_names.iter().map(|r| &**r).collect::<Vec<_>>(),
+            "policy_generation": policy.generation(),
+        });
+        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
     }
 
     async fn proxy(
