@@ -1012,7 +1012,22 @@ async fn metrics_count_decisions_scim_and_the_directory() {
     assert_eq!(w.get("/data/x", None).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(w.get("/public/x", None).await.status, StatusCode::OK);
 
+    // A SCIM call with a wrong token is counted without a client.
+    let stranger = w.server.scim("not-a-token");
+    assert_eq!(
+        stranger.send(Method::GET, "/Users", None, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
     let m = scrape(&w.server).await;
+    assert_eq!(
+        sample(
+            &m,
+            "portcullis_scim_requests_total",
+            &[("client", "-"), ("method", "GET"), ("status", "401")]
+        ),
+        Some(1.0)
+    );
     let requests = |decision: &str, status: &str| {
         sample(
             &m,

@@ -287,7 +287,11 @@ impl hyper::service::Service<Request<Incoming>> for GatewayConn {
             Box::pin(async move {
                 let method = req.method().clone();
                 let resp = scim.handle(req).await;
-                metrics.scim_request(&method, resp.status().as_u16());
+                let caller = resp
+                    .extensions()
+                    .get::<portcullis_scim::service::ScimCaller>()
+                    .map(|c| &c.0);
+                metrics.scim_request(caller, &method, resp.status().as_u16());
                 Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()))
             })
         } else {

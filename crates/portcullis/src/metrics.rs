@@ -31,7 +31,8 @@ use crate::policy_runtime::PolicyRuntime;
 use crate::proxy::live::Live;
 use crate::tls::ServerCert;
 
-/// A route name as a label value (shared, not copied per request).
+/// A configured name (route, SCIM client) as a label value, shared rather
+/// than copied per request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RouteName(pub Arc<str>);
 
@@ -63,6 +64,8 @@ struct UpstreamErrorLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ScimLabels {
+    /// The configured client name; `-` when the token was not accepted.
+    client: RouteName,
     method: &'static str,
     status: u16,
 }
@@ -128,7 +131,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn scim_request(&self, method: &http::Method, status: u16) {
+    pub fn scim_request(&self, client: Option<&Arc<str>>, method: &http::Method, status: u16) {
         let method = match *method {
             http::Method::GET => "GET",
             http::Method::POST => "POST",
@@ -137,7 +140,10 @@ impl Metrics {
             http::Method::DELETE => "DELETE",
             _ => "other",
         };
-        self.scim_requests.get_or_create(&ScimLabels { method, status }).inc();
+        let client = RouteName(client.cloned().unwrap_or_else(|| Arc::from("-")));
+        self.scim_requests
+            .get_or_create(&ScimLabels { client, method, status })
+            .inc();
     }
 }
 
@@ -278,7 +284,7 @@ impl Exporter {
         );
         registry.register(
             "scim_requests",
-            "SCIM requests by method and status.",
+            "SCIM requests by client, method and status.",
             metrics.scim_requests.clone(),
         );
         registry.register_collector(Box::new(sources));

@@ -77,6 +77,11 @@ pub struct Scim {
     inner: Arc<Inner>,
 }
 
+/// Set on every response to an authenticated request: the name of the SCIM
+/// client that made it (for metrics and logs outside this crate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimCaller(pub Id);
+
 #[derive(Debug)]
 struct Inner {
     directory: Directory,
@@ -187,8 +192,9 @@ impl Scim {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let result = self.handle_inner(req).await;
-        let response = match result {
+        let mut caller = None;
+        let result = self.handle_inner(req, &mut caller).await;
+        let mut response = match result {
             Ok(r) => r,
             Err((client, e)) => {
                 if e.status >= 500 {
@@ -200,10 +206,17 @@ impl Scim {
             }
         };
         tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "scim");
+        if let Some(name) = caller {
+            response.extensions_mut().insert(ScimCaller(name));
+        }
         response
     }
 
-    async fn handle_inner<B>(&self, req: http::Request<B>) -> Result<Resp, (Option<String>, ScimError)>
+    async fn handle_inner<B>(
+        &self,
+        req: http::Request<B>,
+        caller: &mut Option<Id>,
+    ) -> Result<Resp, (Option<String>, ScimError)>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -212,6 +225,7 @@ impl Scim {
         let (parts, body) = req.into_parts();
         let client = auth::authenticate(&inner.settings.clients, parts.headers.get(header::AUTHORIZATION))
             .map_err(|e| (None, e))?;
+        *caller = Some(client.name.clone());
         let who = || Some(client.name.to_string());
         if let Some(limiter) = inner.limiters.get(&client.name)
             && let Err(wait) = limiter.take()
