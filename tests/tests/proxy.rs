@@ -1011,6 +1011,7 @@ async fn metrics_count_decisions_scim_and_the_directory() {
     );
     assert_eq!(w.get("/data/x", None).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(w.get("/public/x", None).await.status, StatusCode::OK);
+    assert_eq!(w.get("/.portcullis/jwks.json", None).await.status, StatusCode::OK);
 
     // A SCIM call with a wrong token is counted without a client.
     let stranger = w.server.scim("not-a-token");
@@ -1039,6 +1040,15 @@ async fn metrics_count_decisions_scim_and_the_directory() {
     assert_eq!(requests("deny", "403"), Some(1.0));
     assert_eq!(requests("unauthenticated", "401"), Some(1.0));
     assert_eq!(requests("public", "200"), Some(1.0));
+    assert_eq!(
+        sample(
+            &m,
+            "portcullis_requests_total",
+            &[("route", "-"), ("decision", "public"), ("status", "200")]
+        ),
+        Some(1.0),
+        "Portcullis's own endpoints count as public, not as errors"
+    );
     assert_eq!(sample(&m, "portcullis_directory_users", &[]), Some(1.0));
     assert_eq!(sample(&m, "portcullis_directory_groups", &[]), Some(1.0));
     // One user created, one group created (SCIM 201s), plus a lookup.

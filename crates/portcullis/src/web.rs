@@ -131,10 +131,7 @@ where
                     None => break,
                     Some(Ok(conn)) => conn,
                     Some(Err(e)) => {
-                        // Out of file descriptors and the like: back off
-                        // rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        accept_failed(&e).await;
                         continue;
                     }
                 };
@@ -261,8 +258,7 @@ impl Workers {
                     let (stream, peer) = match accepted {
                         Ok(conn) => conn,
                         Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            accept_failed(&e).await;
                             continue;
                         }
                     };
@@ -281,6 +277,13 @@ impl Workers {
             let _ = d.await;
         }
     }
+}
+
+/// Out of file descriptors and the like: log, and back off rather than
+/// spin on the failing accept.
+async fn accept_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// A small JSON response.

@@ -124,14 +124,7 @@ impl Identities {
         let groups_policy: Vec<Box<str>> = principal
             .groups
             .iter()
-            .filter(|g| {
-                let one = [GroupRef::new(&g.owner, g.display_name())];
-                let subject = Subject {
-                    user_name: None,
-                    groups: &one,
-                };
-                !policy.roles_for(&subject).is_empty()
-            })
+            .filter(|g| grants_roles(policy, g))
             .map(|g| Box::from(g.display_name()))
             .collect();
         Resolved {
@@ -189,6 +182,17 @@ impl Identities {
         cached.push((spec.route, value.clone(), refresh_at));
         Some(value)
     }
+}
+
+/// Whether the policy grants any role to members of `group` (the groups
+/// the `policy` scope passes upstream).
+pub fn grants_roles(policy: &Policy, group: &portcullis_directory::Group) -> bool {
+    let one = [GroupRef::new(&group.owner, group.display_name())];
+    let subject = Subject {
+        user_name: None,
+        groups: &one,
+    };
+    !policy.roles_for(&subject).is_empty()
 }
 
 /// A header value for free text: printable ASCII is kept, anything else

@@ -70,12 +70,7 @@ pub enum ProxyStartError {
         source: crate::tls::TlsError,
     },
     #[error("route {route}: credentials: {source}")]
-    Credentials {
-        route: String,
-        source: crate::secret::SecretError,
-    },
-    #[error("route {route}: credentials: {message}")]
-    BadCredentials { route: String, message: String },
+    Credentials { route: String, source: CredError },
 }
 
 /// One route, ready to serve.
@@ -129,16 +124,12 @@ impl Proxy {
         for route in &config.routes {
             let credentials = match &route.credentials {
                 None => None,
-                Some(c) => Some(credentials_header(c, env).map_err(|e| match e {
-                    CredError::Secret(source) => ProxyStartError::Credentials {
+                Some(c) => Some(
+                    credentials_header(c, env).map_err(|source| ProxyStartError::Credentials {
                         route: route.name.clone(),
                         source,
-                    },
-                    CredError::Bad(message) => ProxyStartError::BadCredentials {
-                        route: route.name.clone(),
-                        message,
-                    },
-                })?),
+                    })?,
+                ),
             };
             let mut managed: Vec<HeaderName> = route.headers.names().cloned().collect();
             managed.extend(route.run_as_header.clone());
@@ -176,10 +167,9 @@ impl Proxy {
 
     /// The same proxy with its own, empty upstream connection pools.
     pub fn fork(&self) -> Result<Proxy, ProxyStartError> {
-        let routes: Vec<Route> = self.inner.routes.iter().map(|r| r.config.clone()).collect();
         Ok(Proxy {
             inner: self.inner.clone(),
-            upstreams: upstreams(&routes)?,
+            upstreams: upstreams(self.inner.routes.iter().map(|r| &r.config))?,
         })
     }
 
@@ -198,6 +188,8 @@ impl Proxy {
             .insert(HeaderName::from_static("x-request-id"), ctx.id.header_value());
         let status = resp.status().as_u16();
         let decision = ctx.decision.unwrap_or(match status {
+            // Portcullis's own public endpoints (the JWKS).
+            0..=399 => "public",
             401 => "unauthenticated",
             403 => "deny",
             _ => "error",
@@ -265,7 +257,7 @@ impl Inner {
                 serde_json::json!({
                     "name": g.display_name(),
                     "client": &*g.owner,
-                    "grants_roles": resolved.groups(crate::config::GroupScope::Policy).iter().any(|n| **n == *g.display_name()),
+                    "grants_roles": identity::grants_roles(&policy, g),
                 })
             })
             .collect();
@@ -312,7 +304,7 @@ impl Inner {
             .map_err(|e| ProxyError::bad_request("bad_path", e.reason()))?
             .into_owned();
         if let Some(limit) = route.config.max_request_body
-            && content_length(&req).is_some_and(|n| n > limit)
+            && content_length(req.headers()).is_some_and(|n| n > limit)
         {
             return Err(ProxyError::PayloadTooLarge { limit });
         }
@@ -554,9 +546,9 @@ impl Inner {
     }
 }
 
-fn upstreams(routes: &[Route]) -> Result<Arc<[Upstream]>, ProxyStartError> {
+fn upstreams<'a>(routes: impl IntoIterator<Item = &'a Route>) -> Result<Arc<[Upstream]>, ProxyStartError> {
     routes
-        .iter()
+        .into_iter()
         .map(|route| {
             Upstream::new(route).map_err(|source| ProxyStartError::Upstream {
                 route: route.name.clone(),
@@ -592,15 +584,11 @@ fn is_long(resp: &Response<ProxyBody>) -> bool {
     if resp.body().is_end_stream() {
         return false;
     }
-    resp.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_none_or(|n| n > 1 << 20)
+    content_length(resp.headers()).is_none_or(|n| n > 1 << 20)
 }
 
-fn content_length(req: &Request<Incoming>) -> Option<u64> {
-    req.headers()
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())

@@ -171,16 +171,16 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        let bad = |_| ProxyError::bad_request("bad_path", "the request path cannot be forwarded");
+        let bad = || ProxyError::bad_request("bad_path", "the request path cannot be forwarded");
         if self.http2 {
             Uri::builder()
                 .scheme(self.scheme.clone())
                 .authority(self.authority.clone())
                 .path_and_query(pq)
                 .build()
-                .map_err(bad)
+                .map_err(|_| bad())
         } else {
-            Uri::try_from(pq).map_err(|_| ProxyError::bad_request("bad_path", "the request path cannot be forwarded"))
+            Uri::try_from(pq).map_err(|_| bad())
         }
     }
 
