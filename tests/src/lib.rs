@@ -279,4 +279,74 @@ impl ScimClient {
     pub async fn delete(&self, path: &str) -> ScimResponse {
         self.send(Method::DELETE, path, None, &[]).await
     }
+
+    // ---- provisioning shortcuts for tests of what provisioning changes ----
+
+    /// Creates a user from `user` (a JSON object; `schemas` is added) and
+    /// returns its id; panics unless the server answers 201.
+    pub async fn create_user(&self, user: Value) -> String {
+        let mut doc = user;
+        doc["schemas"] = serde_json::json!(["urn:ietf:params:scim:schemas:core:2.0:User"]);
+        let r = self.post("/Users", &doc).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The id of this client's group with this displayName, if any.
+    pub async fn group_id(&self, display_name: &str) -> Option<String> {
+        let filter = encode(&format!("displayName eq \"{display_name}\""));
+        let r = self.get(&format!("/Groups?filter={filter}")).await;
+        r.body["Resources"][0]["id"].as_str().map(str::to_owned)
+    }
+
+    /// Adds a user to a group, creating the group if it does not exist.
+    pub async fn add_member(&self, group: &str, user_id: &str) {
+        match self.group_id(group).await {
+            Some(gid) => {
+                self.patch_group(
+                    &gid,
+                    serde_json::json!({"op": "add", "path": "members", "value": [{"value": user_id}]}),
+                )
+                .await
+            }
+            None => {
+                let r = self
+                    .post(
+                        "/Groups",
+                        &serde_json::json!({
+                            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                            "displayName": group,
+                            "members": [{"value": user_id}],
+                        }),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            }
+        }
+    }
+
+    /// Removes a user from an existing group.
+    pub async fn remove_member(&self, group: &str, user_id: &str) {
+        let gid = self.group_id(group).await.expect("group exists");
+        let path = format!("members[value eq \"{user_id}\"]");
+        self.patch_group(&gid, serde_json::json!({"op": "remove", "path": path}))
+            .await;
+    }
+
+    async fn patch_group(&self, gid: &str, op: Value) {
+        let r = self.patch(&format!("/Groups/{gid}"), &patch_op(op)).await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+
+    /// Sets a user's `active` flag the way Okta does.
+    pub async fn set_active(&self, user_id: &str, active: bool) {
+        let op = patch_op(serde_json::json!({"op": "replace", "value": {"active": active}}));
+        let r = self.patch(&format!("/Users/{user_id}"), &op).await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+}
+
+/// A SCIM PatchOp request with one operation.
+fn patch_op(op: Value) -> Value {
+    serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op]})
 }

@@ -75,110 +75,31 @@ async fn world() -> World {
 impl World {
     /// Provisions a user (and their group memberships); returns the user id.
     async fn user(&self, user_name: &str, groups: &[&str]) -> String {
-        let r = self
+        let id = self
             .scim
-            .send(
-                Method::POST,
-                "/Users",
-                Some(&json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                    "userName": user_name,
-                    "displayName": format!("User {user_name}"),
-                    "emails": [{"value": user_name, "primary": true}],
-                    "active": true,
-                })),
-                &[],
-            )
+            .create_user(json!({
+                "userName": user_name,
+                "displayName": format!("User {user_name}"),
+                "emails": [{"value": user_name, "primary": true}],
+                "active": true,
+            }))
             .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        let id = r.body["id"].as_str().expect("id").to_owned();
         for g in groups {
             self.add_to_group(g, &id).await;
         }
         id
     }
 
-    async fn group_id(&self, name: &str) -> Option<String> {
-        let filter = format!("displayName eq \"{name}\"");
-        let r = self
-            .scim
-            .send(
-                Method::GET,
-                &format!("/Groups?filter={}", portcullis_tests::encode(&filter)),
-                None,
-                &[],
-            )
-            .await;
-        r.body["Resources"][0]["id"].as_str().map(str::to_owned)
-    }
-
     async fn add_to_group(&self, name: &str, user_id: &str) {
-        match self.group_id(name).await {
-            Some(gid) => {
-                let r = self
-                    .scim
-                    .send(
-                        Method::PATCH,
-                        &format!("/Groups/{gid}"),
-                        Some(&json!({
-                            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                            "Operations": [{"op": "add", "path": "members", "value": [{"value": user_id}]}],
-                        })),
-                        &[],
-                    )
-                    .await;
-                assert!(r.status.is_success(), "{}", r.body);
-            }
-            None => {
-                let r = self
-                    .scim
-                    .send(
-                        Method::POST,
-                        "/Groups",
-                        Some(&json!({
-                            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-                            "displayName": name,
-                            "members": [{"value": user_id}],
-                        })),
-                        &[],
-                    )
-                    .await;
-                assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-            }
-        }
+        self.scim.add_member(name, user_id).await;
     }
 
     async fn remove_from_group(&self, name: &str, user_id: &str) {
-        let gid = self.group_id(name).await.expect("group exists");
-        let r = self
-            .scim
-            .send(
-                Method::PATCH,
-                &format!("/Groups/{gid}"),
-                Some(&json!({
-                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations": [{"op": "remove", "path": format!("members[value eq \"{user_id}\"]")}],
-                })),
-                &[],
-            )
-            .await;
-        assert!(r.status.is_success(), "{}", r.body);
+        self.scim.remove_member(name, user_id).await;
     }
 
     async fn set_active(&self, user_id: &str, active: bool) {
-        let r = self
-            .scim
-            .send(
-                Method::PATCH,
-                &format!("/Users/{user_id}"),
-                Some(&json!({
-                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations": [{"op": "replace", "value": {"active": active}}],
-                })),
-                &[],
-            )
-            .await;
-        assert!(r.status.is_success(), "{}", r.body);
+        self.scim.set_active(user_id, active).await;
     }
 
     fn token(&self, email: &str) -> String {
@@ -844,20 +765,10 @@ allow = [{ route = "es", paths = ["/**"] }, { route = "jwt", paths = ["/**"] }, 
         _other: Upstream::start("unused").await,
     };
     // Bound by email, not userName.
-    let r = w
+    let id = w
         .scim
-        .send(
-            Method::POST,
-            "/Users",
-            Some(&json!({
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                "userName": "alice",
-                "emails": [{"value": "Alice@Corp.example", "type": "work"}],
-            })),
-            &[],
-        )
+        .create_user(json!({"userName": "alice", "emails": [{"value": "Alice@Corp.example", "type": "work"}]}))
         .await;
-    let id = r.body["id"].as_str().expect("id").to_owned();
     w.add_to_group("staff", &id).await;
     w.add_to_group("unmapped", &id).await;
     let token = w.token("alice@corp.example");

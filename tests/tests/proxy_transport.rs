@@ -190,24 +190,8 @@ async fn websocket_and_grpc_pass_through() {
     let grpc_policy = "[public]\nallow = [{ route = \"grpc\", paths = [\"/**\"] }]\n";
     let server = TestServer::start(&config, &[("app.toml", POLICY), ("grpc.toml", grpc_policy)]).await;
     let scim = server.scim(portcullis_tests::OKTA_TOKEN);
-    let r = scim
-        .send(
-            http::Method::POST,
-            "/Users",
-            Some(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ws@example.com"})),
-            &[],
-        )
-        .await;
-    let id = r.body["id"].as_str().expect("id").to_owned();
-    let r = scim
-        .send(
-            http::Method::POST,
-            "/Groups",
-            Some(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "readers", "members": [{"value": id}]})),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
+    let id = scim.create_user(json!({"userName": "ws@example.com"})).await;
+    scim.add_member("readers", &id).await;
     let token = idp.mint(Alg::Es256, json!({"sub": "ws", "email": "ws@example.com"}));
 
     // WebSocket: upgrade through the proxy, then echo both ways.
@@ -303,31 +287,6 @@ async fn oversized_headers_get_431_and_shutdown_drains_in_flight_requests() {
     assert_eq!(in_flight.await.expect("task"), StatusCode::OK);
 }
 
-/// Provisions a user in `group` (created if needed); returns (user id, group id).
-async fn provision(scim: &portcullis_tests::ScimClient, user: &str, group: Option<&str>) -> (String, Option<String>) {
-    let r = scim
-        .send(
-            http::Method::POST,
-            "/Users",
-            Some(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user})),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_str().expect("id").to_owned();
-    let Some(group) = group else { return (id, None) };
-    let r = scim
-        .send(
-            http::Method::POST,
-            "/Groups",
-            Some(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": group, "members": [{"value": id}]})),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    (id, r.body["id"].as_str().map(str::to_owned))
-}
-
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 async fn open_ws(addr: std::net::SocketAddr, token: &str) -> Ws {
@@ -383,47 +342,13 @@ async fn live_connections_end_when_access_is_withdrawn() {
     );
     let server = TestServer::start(&config, &[("app.toml", POLICY)]).await;
     let scim = server.scim(portcullis_tests::OKTA_TOKEN);
-    let (deact, _) = provision(&scim, "deact@example.com", Some("readers")).await;
-    let (moved, readers) = provision(&scim, "moved@example.com", None).await;
-    assert!(readers.is_none());
-    let (_, _) = provision(&scim, "stays@example.com", None).await;
-    let readers = {
-        let r = scim
-            .send(
-                http::Method::GET,
-                "/Groups?filter=displayName%20eq%20%22readers%22",
-                None,
-                &[],
-            )
-            .await;
-        r.body["Resources"][0]["id"].as_str().expect("group").to_owned()
-    };
-    let add = |user: &str| {
-        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-               "Operations": [{"op": "add", "path": "members", "value": [{"value": user}]}]})
-    };
-    let stays_id = {
-        let r = scim
-            .send(
-                http::Method::GET,
-                "/Users?filter=userName%20eq%20%22stays@example.com%22",
-                None,
-                &[],
-            )
-            .await;
-        r.body["Resources"][0]["id"].as_str().expect("user").to_owned()
-    };
-    for user in [&moved, &stays_id] {
-        let r = scim
-            .send(
-                http::Method::PATCH,
-                &format!("/Groups/{readers}"),
-                Some(&add(user)),
-                &[],
-            )
-            .await;
-        assert!(r.status.is_success(), "{}", r.body);
+    let mut ids = Vec::new();
+    for user in ["deact@example.com", "moved@example.com", "stays@example.com"] {
+        let id = scim.create_user(json!({ "userName": user })).await;
+        scim.add_member("readers", &id).await;
+        ids.push(id);
     }
+    let (deact, moved) = (ids[0].clone(), ids[1].clone());
     let token = |email: &str| idp.mint(Alg::Es256, json!({"sub": email, "email": email}));
     let mut ws_deact = open_ws(server.addr(), &token("deact@example.com")).await;
     let mut ws_moved = open_ws(server.addr(), &token("moved@example.com")).await;
@@ -460,16 +385,7 @@ async fn live_connections_end_when_access_is_withdrawn() {
     });
 
     // Deactivation: the socket and the download end within a second.
-    let r = scim
-        .send(
-            http::Method::PATCH,
-            &format!("/Users/{deact}"),
-            Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                         "Operations": [{"op": "replace", "value": {"active": false}}]})),
-            &[],
-        )
-        .await;
-    assert!(r.status.is_success(), "{}", r.body);
+    scim.set_active(&deact, false).await;
     let started = tokio::time::Instant::now();
     assert!(
         closed_within(&mut ws_deact, Duration::from_secs(1)).await,
@@ -486,16 +402,7 @@ async fn live_connections_end_when_access_is_withdrawn() {
 
     // Removal from the group that granted /ws: that user's socket closes,
     // the other member's stays open.
-    let r = scim
-        .send(
-            http::Method::PATCH,
-            &format!("/Groups/{readers}"),
-            Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                         "Operations": [{"op": "remove", "path": format!("members[value eq \"{moved}\"]")}]})),
-            &[],
-        )
-        .await;
-    assert!(r.status.is_success(), "{}", r.body);
+    scim.remove_member("readers", &moved).await;
     assert!(
         closed_within(&mut ws_moved, Duration::from_secs(1)).await,
         "removed member's socket still open"
