@@ -317,6 +317,11 @@ impl Directory {
         }
     }
 
+    /// The browser-session tree in the same store.
+    pub fn sessions(&self) -> crate::sessions::SessionStore {
+        self.inner.store.sessions().clone()
+    }
+
     pub fn size_on_disk(&self) -> u64 {
         self.inner.store.size_on_disk()
     }

@@ -10,6 +10,8 @@
 //! - `store`: the sled store with group commit; the only module that touches
 //!   the disk.
 //! - [`events`]: the change stream published after each durable change.
+//! - [`sessions`]: durable storage for the proxy's browser sessions, in a
+//!   second tree of the same store.
 //!
 //! What this crate does not do: speak SCIM (attribute schemas, filters,
 //! PATCH paths are the `portcullis-scim` crate's), or decide access (the
@@ -20,6 +22,7 @@ mod error;
 pub mod events;
 mod key;
 pub mod model;
+pub mod sessions;
 mod store;
 
 pub use directory::{
@@ -28,6 +31,7 @@ pub use directory::{
 pub use error::{DirectoryError, ResourceKind, StoreError};
 pub use events::{Change, ChangeKind, PrincipalChange};
 pub use model::{Group, Id, Member, MemberKind, Meta, Principal, PrincipalKey, User};
+pub use sessions::{SessionHandle, SessionStore, StoredSession};
 pub use sled::Error as SledError;
 pub use store::SCHEMA_VERSION;
 

@@ -1,5 +1,7 @@
-//! The durable store: the only module in Portcullis that touches the sled
-//! database.
+//! The durable store: with its `sessions` tree, the only code in Portcullis
+//! that touches the sled database.
+//!
+//! Browser sessions live in a second tree (see [`crate::sessions`]).
 //!
 //! Layout (one sled tree, `directory`, so that one `apply_batch` is atomic
 //! across users, groups and membership edges):
@@ -58,6 +60,7 @@ pub(crate) struct Store {
     path: PathBuf,
     db: sled::Db,
     tree: sled::Tree,
+    sessions: crate::sessions::SessionStore,
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
 }
@@ -114,6 +117,7 @@ impl Store {
             .map_err(open_err)?;
         let tree = db.open_tree(TREE).map_err(open_err)?;
         check_schema(path, &db, &tree)?;
+        let sessions = crate::sessions::SessionStore::open(&db).map_err(open_err)?;
 
         let shared = Arc::new(Shared {
             applied: AtomicU64::new(0),
@@ -133,9 +137,14 @@ impl Store {
             path: path.to_owned(),
             db,
             tree,
+            sessions,
             shared,
             flusher: Some(flusher),
         })
+    }
+
+    pub(crate) fn sessions(&self) -> &crate::sessions::SessionStore {
+        &self.sessions
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -384,7 +393,7 @@ pub(crate) fn decode_members(rest: &str, value: &[u8]) -> Result<(Key, Vec<(Memb
     let (group, bucket) = rest.rsplit_once(':').ok_or("members key has no bucket")?;
     let group = key_of(group).ok_or("members key has a malformed group id")?;
     let bucket = u8::from_str_radix(bucket, 16).map_err(|_| "members key has a malformed bucket")?;
-    if value.len() % 17 != 0 {
+    if !value.len().is_multiple_of(17) {
         return Err(format!(
             "members record has {} bytes, not a multiple of 17",
             value.len()

@@ -239,11 +239,10 @@ fn parse_key(value: &Value) -> Result<Option<VerifyingKey>, &'static str> {
     if raw.use_.as_deref().is_some_and(|u| u != "sig") {
         return Ok(None);
     }
-    if let Some(ops) = &raw.key_ops {
-        if !ops.iter().any(|op| op == "verify") {
+    if let Some(ops) = &raw.key_ops
+        && !ops.iter().any(|op| op == "verify") {
             return Ok(None);
         }
-    }
     let alg = match raw.alg.as_deref() {
         None => None,
         Some(name) => Some(Algorithm::from_name(name).ok_or("its alg is not one this verifier accepts")?),
@@ -303,11 +302,10 @@ fn parse_key(value: &Value) -> Result<Option<VerifyingKey>, &'static str> {
         thumbprint: thumbprint(&material),
         material,
     };
-    if let Some(alg) = alg {
-        if !key.allows(alg) {
+    if let Some(alg) = alg
+        && !key.allows(alg) {
             return Err("its alg does not fit its key type");
         }
-    }
     Ok(Some(key))
 }
 

@@ -136,16 +136,14 @@ pub(crate) fn check(
     if now_secs >= exp + leeway {
         return Err(VerifyError::Expired);
     }
-    if let Some(nbf) = numeric_date(&claims, "nbf", "nbf is not a number")? {
-        if nbf > now_secs + leeway {
+    if let Some(nbf) = numeric_date(&claims, "nbf", "nbf is not a number")?
+        && nbf > now_secs + leeway {
             return Err(VerifyError::NotYetValid);
         }
-    }
-    if let Some(iat) = numeric_date(&claims, "iat", "iat is not a number")? {
-        if iat > now_secs + leeway {
+    if let Some(iat) = numeric_date(&claims, "iat", "iat is not a number")?
+        && iat > now_secs + leeway {
             return Err(VerifyError::NotYetValid);
         }
-    }
 
     let expires_at = system_time(exp);
     Ok(VerifiedToken {

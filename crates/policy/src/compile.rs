@@ -385,8 +385,8 @@ impl<'a> Compiler<'a, '_> {
                         },
                     ));
                 }
-                if later.effect == Effect::Allow {
-                    if let Some(deny) = covering_deny(group, later) {
+                if later.effect == Effect::Allow
+                    && let Some(deny) = covering_deny(group, later) {
                         out.push(warning(
                             later,
                             WarningKind::UnreachableRule {
@@ -394,7 +394,6 @@ impl<'a> Compiler<'a, '_> {
                             },
                         ));
                     }
-                }
             }
         }
         out.sort_by_key(|&(file, offset, _)| (file, offset));

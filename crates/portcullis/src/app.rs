@@ -23,8 +23,10 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::metrics::{Exporter, Metrics, Sources};
 use crate::policy_runtime::{self, PolicyRuntime};
-use crate::proxy::{Proxy, ProxyBody};
+use crate::proxy::{Proxy, ProxyBody, ProxyParts};
 use crate::routes::Router;
+use crate::session::Sessions;
+use crate::session::signin::SignIn;
 use crate::tls::ServerCert;
 use crate::web::{self, ConnInfo, Transport};
 
@@ -133,13 +135,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     }
     .map_err(|e| RunError::Oidc(e.to_string()))?;
     let metrics = Metrics::default();
+    let browser = browser(&config, &directory, &env)?;
+    let signin = browser.as_ref().map(|b| b.signin.clone());
+    let sessions = browser.as_ref().map(|b| b.sessions.clone());
     let proxy = Proxy::new(
         &config,
-        policy.clone(),
-        directory.clone(),
-        verifier.clone(),
-        signer,
-        metrics.clone(),
+        ProxyParts {
+            policy: policy.clone(),
+            directory: directory.clone(),
+            verifier: verifier.clone(),
+            browser,
+            signer,
+            metrics: metrics.clone(),
+        },
         &env,
     )?;
     let cert = match &config.server.tls {
@@ -166,6 +174,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     }
     if let Some(cert) = cert.clone() {
         tasks.push(tokio::spawn(cert.watch(CERT_POLL, stopped(stop_rx.clone()))));
+    }
+    if let Some(signin) = signin {
+        tracing::info!(redirect_uri = signin.redirect_uri(), "browser sign-in enabled");
+        let stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move { signin.run(stop).await }));
+    }
+    if let Some(sessions) = sessions {
+        tasks.push(tokio::spawn(sessions.run(directory.clone(), stopped(stop_rx.clone()))));
     }
     let exporter = Arc::new(Exporter::new(
         &metrics,
@@ -221,6 +237,35 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     drop(directory);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Browser sign-in and sessions, when `[oidc] client_id` is set.
+fn browser(
+    config: &Config,
+    directory: &Directory,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<crate::proxy::browser::Browser>, RunError> {
+    let Some(oidc) = config.oidc.as_ref().filter(|o| o.client.is_some()) else {
+        return Ok(None);
+    };
+    let secret = match oidc.client.as_ref().and_then(|c| c.client_secret.as_ref()) {
+        Some(s) => Some(
+            s.resolve(env)
+                .map_err(|e| RunError::Oidc(format!("oidc.client_secret: {e}")))?,
+        ),
+        None => None,
+    };
+    let signin = SignIn::new(oidc, secret, &config.server.public_url).map_err(RunError::Oidc)?;
+    let sessions = Sessions::new(
+        directory.sessions(),
+        config.session.clone(),
+        crate::session::system_clock(),
+    );
+    Ok(Some(crate::proxy::browser::Browser::new(
+        Arc::new(sessions),
+        Arc::new(signin),
+        &config.server.public_url,
+    )))
 }
 
 /// Builds the SCIM service from the configuration, reading each client's

@@ -38,6 +38,8 @@ pub struct Config {
     /// The OpenID Connect provider whose bearer tokens the proxy accepts;
     /// without it every non-public request is refused with 401.
     pub oidc: Option<Oidc>,
+    /// Browser sessions (used when `[oidc] client_id` enables sign-in).
+    pub session: Session,
     pub identity: IdentityBinding,
     pub assertion: Assertion,
     pub routes: Vec<Route>,
@@ -81,6 +83,33 @@ pub struct Oidc {
     pub ca_file: Option<PathBuf>,
     /// Clock skew allowed on `exp`, `nbf` and `iat`.
     pub leeway: Duration,
+    /// Browser sign-in (authorization code flow); bearer tokens only when
+    /// absent.
+    pub client: Option<OidcClient>,
+}
+
+/// Portcullis as an OpenID Connect client, for browser sign-in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OidcClient {
+    pub client_id: String,
+    /// Absent for a public client (PKCE alone).
+    pub client_secret: Option<SecretSource>,
+    /// Always includes `openid`.
+    pub scopes: Vec<String>,
+}
+
+/// Browser sessions: server-side, in the store, named by a random secret in
+/// a cookie.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub cookie_name: String,
+    /// Share one sign-in across subdomains (`example.com`); host-only when
+    /// absent.
+    pub cookie_domain: Option<String>,
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in, however active.
+    pub absolute_timeout: Duration,
 }
 
 /// How a verified token is bound to a directory user.
@@ -152,6 +181,9 @@ pub struct Route {
     pub allow_encoded_slash: bool,
     /// Pass the client's own `Authorization` header upstream.
     pub forward_authorization: bool,
+    /// Send Portcullis's session cookie to the upstream (off: an upstream
+    /// holding it could act as the user).
+    pub forward_session_cookie: bool,
     /// Trust these CA certificates (PEM) for an https upstream, instead of
     /// the public roots.
     pub upstream_ca: Option<PathBuf>,
@@ -246,6 +278,7 @@ impl Route {
             upstream,
             allow_encoded_slash: false,
             forward_authorization: false,
+            forward_session_cookie: false,
             upstream_ca: None,
             upstream_client_cert: None,
             upstream_http2: false,
@@ -391,6 +424,8 @@ struct RawConfig {
     scim: RawScim,
     oidc: Option<RawOidc>,
     #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
     identity: RawIdentity,
     #[serde(default)]
     assertion: RawAssertion,
@@ -438,10 +473,38 @@ struct RawTls {
 #[derive(Debug, Deserialize)]
 struct RawOidc {
     issuer: Url,
+    #[serde(default)]
     audiences: Vec<String>,
     ca_file: Option<PathBuf>,
     #[serde(default = "default_leeway")]
     leeway: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    client_secret_env: Option<String>,
+    scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawSession {
+    #[serde(default = "default_cookie_name")]
+    cookie_name: String,
+    cookie_domain: Option<String>,
+    #[serde(default = "default_idle_timeout_session")]
+    idle_timeout: String,
+    #[serde(default = "default_absolute_timeout")]
+    absolute_timeout: String,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        RawSession {
+            cookie_name: default_cookie_name(),
+            cookie_domain: None,
+            idle_timeout: default_idle_timeout_session(),
+            absolute_timeout: default_absolute_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -561,6 +624,8 @@ struct RawRoute {
     allow_encoded_slash: bool,
     #[serde(default)]
     forward_authorization: bool,
+    #[serde(default)]
+    forward_session_cookie: bool,
     upstream_ca: Option<PathBuf>,
     upstream_client_cert: Option<PathBuf>,
     upstream_client_key: Option<PathBuf>,
@@ -652,6 +717,15 @@ fn default_header_read_timeout() -> String {
 }
 fn default_leeway() -> String {
     "30s".into()
+}
+fn default_cookie_name() -> String {
+    "_portcullis".into()
+}
+fn default_idle_timeout_session() -> String {
+    "8h".into()
+}
+fn default_absolute_timeout() -> String {
+    "24h".into()
 }
 fn default_identity_claim() -> String {
     "email".into()
@@ -875,6 +949,7 @@ impl Validator<'_> {
                 upstream: r.upstream,
                 allow_encoded_slash: r.allow_encoded_slash,
                 forward_authorization: r.forward_authorization,
+                forward_session_cookie: r.forward_session_cookie,
                 upstream_ca: r.upstream_ca.map(|p| base.join(p)),
                 upstream_client_cert,
                 upstream_http2: r.upstream_http2,
@@ -908,8 +983,57 @@ impl Validator<'_> {
         let header_read_timeout = self.duration("server.header_read_timeout", &raw.server.header_read_timeout);
 
         let oidc = raw.oidc.map(|o| {
-            if o.audiences.is_empty() {
-                self.error("oidc.audiences", "name at least one audience");
+            let client = match o.client_id {
+                Some(client_id) => {
+                    if client_id.is_empty() {
+                        self.error("oidc.client_id", "must not be empty");
+                    }
+                    let secret_given =
+                        o.client_secret.is_some() || o.client_secret_file.is_some() || o.client_secret_env.is_some();
+                    let client_secret = if secret_given {
+                        self.secret(
+                            "oidc",
+                            "client_secret",
+                            o.client_secret,
+                            o.client_secret_file,
+                            o.client_secret_env,
+                            base,
+                        )
+                    } else {
+                        None
+                    };
+                    let mut scopes = o
+                        .scopes
+                        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+                    if scopes.iter().any(|s| s.is_empty() || s.contains([' ', '"', '\\'])) {
+                        self.error("oidc.scopes", "a scope is one word without spaces or quotes");
+                    }
+                    if !scopes.iter().any(|s| s == "openid") {
+                        scopes.insert(0, "openid".into());
+                    }
+                    Some(OidcClient {
+                        client_id,
+                        client_secret,
+                        scopes,
+                    })
+                }
+                None => {
+                    if o.client_secret.is_some() || o.client_secret_file.is_some() || o.client_secret_env.is_some() {
+                        self.error("oidc.client_id", "a client secret needs a client_id");
+                    }
+                    if o.scopes.is_some() {
+                        self.error("oidc.scopes", "scopes are for sign-in, which needs a client_id");
+                    }
+                    None
+                }
+            };
+            let mut audiences = o.audiences;
+            if audiences.is_empty() {
+                match &client {
+                    // Tokens issued to Portcullis itself name its client id.
+                    Some(c) => audiences.push(c.client_id.clone()),
+                    None => self.error("oidc.audiences", "name at least one audience"),
+                }
             }
             let loopback = match o.issuer.host() {
                 Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -922,11 +1046,13 @@ impl Validator<'_> {
             }
             Oidc {
                 issuer: o.issuer,
-                audiences: o.audiences,
+                audiences,
                 ca_file: o.ca_file.map(|p| base.join(p)),
                 leeway: self.duration("oidc.leeway", &o.leeway),
+                client,
             }
         });
+        let session = self.session(raw.session, &public_url);
         let attribute = match raw.identity.attribute.as_str() {
             "userName" => portcullis_directory::IdentityAttr::UserName,
             "externalId" => portcullis_directory::IdentityAttr::ExternalId,
@@ -981,6 +1107,7 @@ impl Validator<'_> {
                 schemas: raw.scim.schemas,
             },
             oidc,
+            session,
             identity: IdentityBinding {
                 claim: raw.identity.claim,
                 attribute,
@@ -1001,6 +1128,53 @@ impl Validator<'_> {
                 );
                 Duration::ZERO
             }
+        }
+    }
+
+    fn session(&mut self, raw: RawSession, public_url: &Url) -> Session {
+        let https = public_url.scheme() == "https";
+        let name = &raw.cookie_name;
+        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(token_char) {
+            self.error("session.cookie_name", "must be 1-64 letters, digits or !#$%&'*+-.^_`|~");
+        }
+        if name.starts_with("__Secure-") && !https {
+            self.error("session.cookie_name", "a __Secure- cookie needs an https public_url");
+        }
+        if name.starts_with("__Host-") && (!https || raw.cookie_domain.is_some()) {
+            self.error(
+                "session.cookie_name",
+                "a __Host- cookie needs an https public_url and no cookie_domain",
+            );
+        }
+        let cookie_domain = raw
+            .cookie_domain
+            .map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+        if let Some(domain) = &cookie_domain {
+            let host = public_url.host_str().unwrap_or_default().to_ascii_lowercase();
+            let covers = host == *domain || host.ends_with(&format!(".{domain}"));
+            if domain.is_empty() || !domain.contains('.') && domain != "localhost" {
+                self.error("session.cookie_domain", "must be a domain such as example.com");
+            } else if !covers {
+                self.error(
+                    "session.cookie_domain",
+                    format!("must be public_url's host ({host}) or a parent of it, or browsers drop the cookie"),
+                );
+            }
+        }
+        let idle_timeout = self.duration("session.idle_timeout", &raw.idle_timeout);
+        let absolute_timeout = self.duration("session.absolute_timeout", &raw.absolute_timeout);
+        if idle_timeout < Duration::from_secs(60) {
+            self.error("session.idle_timeout", "must be at least 1m");
+        }
+        if absolute_timeout < idle_timeout {
+            self.error("session.absolute_timeout", "must be at least idle_timeout");
+        }
+        Session {
+            cookie_name: raw.cookie_name,
+            cookie_domain,
+            idle_timeout,
+            absolute_timeout,
         }
     }
 

@@ -31,5 +31,6 @@ pub mod policy_runtime;
 pub mod proxy;
 pub mod routes;
 pub mod secret;
+pub mod session;
 pub mod tls;
 pub mod web;

@@ -70,6 +70,9 @@ pub struct RequestContext {
     /// `allow` or `public` once decided; failures are named by their
     /// status when the request ends.
     pub decision: Option<&'static str>,
+    /// A browser with a working session still carries the sign-in redirect
+    /// counter: clear it on the response.
+    pub clear_redirect_count: bool,
 }
 
 impl RequestContext {
@@ -85,6 +88,7 @@ impl RequestContext {
             path: None,
             principal: None,
             decision: None,
+            clear_redirect_count: false,
         }
     }
 

@@ -28,6 +28,10 @@ pub enum Forbidden {
     NoRoleAllows,
     /// A deny rule of one of the user's roles matched.
     DeniedByRule,
+    /// The identity provider answered a sign-in with an error.
+    SignInRefused,
+    /// A form (logout) whose token does not belong to the session.
+    BadForm,
 }
 
 impl Forbidden {
@@ -38,6 +42,8 @@ impl Forbidden {
             Forbidden::Deactivated => "deactivated",
             Forbidden::NoRoleAllows => "no_role_allows",
             Forbidden::DeniedByRule => "denied_by_rule",
+            Forbidden::SignInRefused => "sign_in_refused",
+            Forbidden::BadForm => "bad_form",
         }
     }
 }
@@ -60,6 +66,17 @@ pub enum ProxyError {
         message: Cow<'static, str>,
         token_given: bool,
     },
+    /// 302 to the identity provider: a browser navigation without a
+    /// session (the browser's form of 401).
+    SignInRequired {
+        location: url::Url,
+        cookies: Vec<HeaderValue>,
+    },
+    /// 400: the browser keeps coming back without a usable session.
+    SignInLoop,
+    /// 502: the sign-in could not be completed with the identity provider
+    /// (token exchange or ID token refused); details are logged.
+    SignInFailed { detail: String },
     /// 403.
     Forbidden { reason: Forbidden, message: String },
     /// 413: the request body is larger than the route allows.
@@ -88,6 +105,9 @@ impl ProxyError {
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::SignInRequired { .. } => StatusCode::FOUND,
+            ProxyError::SignInLoop => StatusCode::BAD_REQUEST,
+            ProxyError::SignInFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -102,6 +122,9 @@ impl ProxyError {
             ProxyError::BadRequest { code, .. } => code,
             ProxyError::NoRoute => "no_route",
             ProxyError::Unauthenticated { code, .. } => code,
+            ProxyError::SignInRequired { .. } => "sign_in_required",
+            ProxyError::SignInLoop => "sign_in_loop",
+            ProxyError::SignInFailed { .. } => "sign_in_failed",
             ProxyError::Forbidden { reason, .. } => reason.code(),
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::BadGateway { .. } => "bad_gateway",
@@ -117,6 +140,15 @@ impl ProxyError {
             | ProxyError::Unauthenticated { message, .. }
             | ProxyError::Unavailable { message, .. } => Cow::Borrowed(message),
             ProxyError::NoRoute => Cow::Borrowed("no route matches this host and path"),
+            ProxyError::SignInRequired { .. } => Cow::Borrowed("sign in at the identity provider"),
+            ProxyError::SignInLoop => Cow::Borrowed(
+                "signing in keeps starting over: your browser came back from the identity provider several times \
+                 without a session. Check that cookies are allowed for this site; operators: check that \
+                 session.cookie_domain covers this host and that public_url's scheme matches how it is reached",
+            ),
+            ProxyError::SignInFailed { .. } => {
+                Cow::Borrowed("signing in could not be completed with the identity provider; try again")
+            }
             ProxyError::Forbidden { message, .. } => Cow::Borrowed(message),
             ProxyError::PayloadTooLarge { limit } => Cow::Owned(format!(
                 "the request body is larger than this route accepts ({limit} bytes)"
@@ -131,7 +163,13 @@ impl ProxyError {
     /// Builds the response. This is the only place errors become HTTP.
     pub fn into_response(self, ctx: &RequestContext) -> Response<ProxyBody> {
         let status = self.status();
+        if let ProxyError::SignInRequired { location, cookies } = self {
+            return super::browser::sign_in_redirect(&location, cookies);
+        }
         match &self {
+            ProxyError::SignInFailed { detail } => {
+                tracing::warn!(request_id = %ctx.id, %detail, "sign-in failed");
+            }
             ProxyError::BadGateway { detail } | ProxyError::GatewayTimeout { detail } => {
                 tracing::warn!(request_id = %ctx.id, route = ctx.route_name(), status = status.as_u16(), %detail, "upstream failure");
             }
@@ -184,7 +222,7 @@ fn html_page(status: StatusCode, message: &str, request_id: &str) -> String {
     )
 }
 
-fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -230,6 +230,11 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 
 /// Removes one cookie by name from the `Cookie` header(s), keeping the rest.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    strip_cookies(headers, |n| n == name);
+}
+
+/// Removes the cookies whose name `drop` picks, keeping the rest.
+pub fn strip_cookies(headers: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
     let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
     if values.is_empty() {
         return;
@@ -239,7 +244,7 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split('=').next().is_some_and(|n| n.trim() != name))
+        .filter(|pair| !pair.is_empty() && pair.split('=').next().is_some_and(|n| !drop(n.trim())))
         .collect();
     headers.remove(header::COOKIE);
     if !kept.is_empty()

@@ -6,8 +6,10 @@
 //!    longest prefix (404 otherwise).
 //! 2. **authenticate**: a request that a `[public]` rule allows goes on
 //!    anonymously. Anything else needs `Authorization: Bearer <jwt>` from
-//!    the configured OIDC issuer (401), whose identity claim must name one
-//!    active directory user (403 otherwise).
+//!    the configured OIDC issuer, or a browser session (see [`browser`]);
+//!    either must name one active directory user (403 otherwise). Without
+//!    either, a browser navigation is sent to sign in and anything else
+//!    gets 401.
 //! 3. **authorize**: the policy decides on the user's roles, computed from
 //!    the groups the directory holds *now*, for the route, method and
 //!    normalized path (403 with the reason when denied).
@@ -18,9 +20,9 @@
 //! Failures from any phase become responses in one place,
 //! [`ProxyError::into_response`]. Every response carries `x-request-id`.
 //!
-//! Not here: SCIM (routed before the proxy), browser sessions (next), the
-//! audit trail.
+//! Not here: SCIM (routed before the proxy), the audit trail.
 
+pub mod browser;
 pub mod context;
 pub mod error;
 pub mod headers;
@@ -107,18 +109,36 @@ struct Inner {
     jwks: Bytes,
     live: Arc<live::Live>,
     metrics: crate::metrics::Metrics,
+    browser: Option<browser::Browser>,
+}
+
+/// What the proxy works with besides its configuration.
+#[derive(Debug)]
+pub struct ProxyParts {
+    pub policy: Arc<PolicyRuntime>,
+    pub directory: Directory,
+    /// Bearer tokens; none accepted without it.
+    pub verifier: Option<Verifier>,
+    /// Browser sign-in and sessions, when configured.
+    pub browser: Option<browser::Browser>,
+    pub signer: AssertionSigner,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Proxy {
     pub fn new(
         config: &Config,
-        policy: Arc<PolicyRuntime>,
-        directory: Directory,
-        verifier: Option<Verifier>,
-        signer: AssertionSigner,
-        metrics: crate::metrics::Metrics,
+        parts: ProxyParts,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ProxyStartError> {
+        let ProxyParts {
+            policy,
+            directory,
+            verifier,
+            browser,
+            signer,
+            metrics,
+        } = parts;
         let mut routes = Vec::with_capacity(config.routes.len());
         let upstreams = upstreams(&config.routes)?;
         for route in &config.routes {
@@ -155,6 +175,7 @@ impl Proxy {
                 jwks,
                 live: Arc::default(),
                 metrics,
+                browser,
             }),
             upstreams,
         })
@@ -180,12 +201,21 @@ impl Proxy {
         let mut ctx = RequestContext::new(conn, client_ip, req.headers());
         let result = match own_endpoint(req.uri().path()) {
             Some(OwnEndpoint::Me) => Box::pin(inner.me(&mut ctx, &req)).await,
-            Some(endpoint) => inner.own(endpoint),
+            Some(endpoint @ (OwnEndpoint::Callback | OwnEndpoint::Logout)) => {
+                Box::pin(inner.browser_endpoint(endpoint, &mut ctx, req)).await
+            }
+            Some(endpoint) => inner.own(endpoint, &req),
             None => inner.proxy(&self.upstreams, &mut ctx, req).await,
         };
         let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx));
         resp.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), ctx.id.header_value());
+        if ctx.clear_redirect_count
+            && let Some(browser) = &inner.browser
+        {
+            resp.headers_mut()
+                .append(header::SET_COOKIE, browser.clear_redirect_count());
+        }
         let status = resp.status().as_u16();
         let decision = ctx.decision.unwrap_or(match status {
             // Portcullis's own public endpoints (the JWKS).
@@ -215,6 +245,10 @@ impl Proxy {
 enum OwnEndpoint {
     Jwks,
     Me,
+    Callback,
+    SignIn,
+    Logout,
+    SignedOut,
     Unknown,
 }
 
@@ -223,12 +257,21 @@ fn own_endpoint(path: &str) -> Option<OwnEndpoint> {
     Some(match rest {
         "jwks.json" => OwnEndpoint::Jwks,
         "me" => OwnEndpoint::Me,
+        "callback" => OwnEndpoint::Callback,
+        "signin" => OwnEndpoint::SignIn,
+        "logout" => OwnEndpoint::Logout,
+        "signed-out" => OwnEndpoint::SignedOut,
         _ => OwnEndpoint::Unknown,
     })
 }
 
 impl Inner {
-    fn own(&self, endpoint: OwnEndpoint) -> Result<Response<ProxyBody>, ProxyError> {
+    fn own(&self, endpoint: OwnEndpoint, req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+        match (endpoint, &self.browser) {
+            (OwnEndpoint::SignIn, Some(browser)) => return browser.signin_endpoint(req),
+            (OwnEndpoint::SignedOut, Some(browser)) => return Ok(browser.signed_out()),
+            _ => {}
+        }
         match endpoint {
             OwnEndpoint::Jwks => {
                 let mut resp = Response::new(full(self.jwks.clone()));
@@ -237,7 +280,35 @@ impl Inner {
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
                 Ok(resp)
             }
-            OwnEndpoint::Me | OwnEndpoint::Unknown => Err(ProxyError::NoRoute),
+            _ => Err(ProxyError::NoRoute),
+        }
+    }
+
+    /// The sign-in callback and logout, which need the request body or the
+    /// directory.
+    async fn browser_endpoint(
+        &self,
+        endpoint: OwnEndpoint,
+        ctx: &mut RequestContext,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Some(browser) = &self.browser else {
+            return Err(ProxyError::NoRoute);
+        };
+        // These pages are for people; errors are shown as pages.
+        ctx.wants_html = true;
+        match endpoint {
+            OwnEndpoint::Callback => {
+                let (resp, principal) = browser
+                    .callback(&req, |claims| {
+                        self.bind(claims.get(&self.binding.claim).and_then(|v| v.as_str()))
+                    })
+                    .await?;
+                ctx.principal = Some(principal);
+                ctx.decision = Some("sign_in");
+                Ok(resp)
+            }
+            _ => browser.logout(req).await,
         }
     }
 
@@ -245,7 +316,7 @@ impl Inner {
     /// directory user, their effective groups and their roles under the
     /// current policy. The first thing to look at after a 403.
     async fn me(&self, ctx: &mut RequestContext, req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
-        let principal = self.authenticate(req).await?;
+        let principal = self.authenticate(req, ctx).await?;
         ctx.principal = Some(principal.clone());
         ctx.decision = Some("allow");
         let policy = self.policy.current();
@@ -320,7 +391,7 @@ impl Inner {
             ctx.decision = Some("public");
             None
         } else {
-            let principal = self.authenticate(&req).await?;
+            let principal = self.authenticate(&req, ctx).await?;
             ctx.principal = Some(principal.clone());
 
             // ---- authorize ----
@@ -339,9 +410,19 @@ impl Inner {
             .await
     }
 
-    /// Bearer token -> verified claims -> one active directory user.
-    async fn authenticate(&self, req: &Request<Incoming>) -> Result<Arc<portcullis_directory::Principal>, ProxyError> {
+    /// Bearer token -> verified claims -> one active directory user; or,
+    /// without a token, the browser session's user.
+    async fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &mut RequestContext,
+    ) -> Result<Arc<portcullis_directory::Principal>, ProxyError> {
         let token = bearer_token(req)?;
+        if token.is_none()
+            && let Some(browser) = &self.browser
+        {
+            return self.authenticate_session(browser, req, ctx);
+        }
         let Some(verifier) = &self.verifier else {
             return Err(ProxyError::Unauthenticated {
                 code: "no_identity_provider",
@@ -377,11 +458,43 @@ impl Inner {
                 token_given: true,
             },
         })?;
+        self.bind(verified.claim_str(&self.binding.claim))
+    }
+
+    fn authenticate_session(
+        &self,
+        browser: &browser::Browser,
+        req: &Request<Incoming>,
+        ctx: &mut RequestContext,
+    ) -> Result<Arc<portcullis_directory::Principal>, ProxyError> {
+        let state = browser.session(req.headers());
+        let browser::SessionState::Valid { session, secret } = &state else {
+            return Err(browser.challenge(req, ctx, &state));
+        };
+        ctx.clear_redirect_count = browser.has_redirect_count(req.headers());
+        browser.maybe_refresh(session, secret);
+        // The session names a user; whether they may still act is the
+        // directory's answer now, not the one at sign-in.
+        match self.directory.principal(&session.user_id) {
+            Some(p) if p.active => Ok(p),
+            Some(_) => Err(ProxyError::Forbidden {
+                reason: Forbidden::Deactivated,
+                message: "your account is deactivated".into(),
+            }),
+            None => Err(ProxyError::Forbidden {
+                reason: Forbidden::NotProvisioned,
+                message: "your account is no longer provisioned here".into(),
+            }),
+        }
+    }
+
+    /// The identity claim's value -> one active directory user.
+    fn bind(&self, value: Option<&str>) -> Result<Arc<portcullis_directory::Principal>, ProxyError> {
         let claim = &self.binding.claim;
-        let Some(value) = verified.claim_str(claim) else {
+        let Some(value) = value else {
             return Err(ProxyError::Forbidden {
                 reason: Forbidden::NotProvisioned,
-                message: format!("the token has no {claim:?} claim to identify you by"),
+                message: format!("your identity provider did not send a {claim:?} claim to identify you by"),
             });
         };
         match self.directory.principal_by(self.binding.attribute, value) {
@@ -426,6 +539,11 @@ impl Inner {
         let cfg = &route.config;
         if !cfg.forward_authorization {
             headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(browser) = &self.browser
+            && !cfg.forward_session_cookie
+        {
+            headers::strip_cookies(&mut headers, |name| browser.is_own_cookie(name));
         }
         let trusted_peer = headers::is_trusted(&self.trusted_proxies, ctx.conn.peer.ip());
         headers::set_forwarding(
@@ -524,10 +642,11 @@ impl Inner {
                     .register(id.principal.key, route.name.clone(), method.as_str(), path)
             })
         };
-        if !switching && is_long(&resp) {
-            if let Some(guard) = register() {
-                resp = resp.map(|body| live::revocable(body, guard));
-            }
+        if !switching
+            && is_long(&resp)
+            && let Some(guard) = register()
+        {
+            resp = resp.map(|body| live::revocable(body, guard));
         }
         if switching {
             match client_upgrade {
