@@ -8,6 +8,8 @@
 //! listeners bound to `127.0.0.1:0`, with a store in a temporary directory,
 //! and stops it when dropped.
 
+pub mod e2e;
+pub mod jar;
 pub mod pki;
 pub mod upstream;
 
@@ -63,13 +65,25 @@ impl TestServer {
     /// Starts the server without waiting for `/readyz` (for tests of a
     /// server that cannot become ready, such as one whose IdP is down).
     pub async fn start_unready(server_extra: &str, extra_config: &str, policies: &[(&str, &str)]) -> TestServer {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(server, server_extra, extra_config, policies).await
+    }
+
+    /// Starts the server on a listener the test bound itself (so that its
+    /// URL can go into an identity provider's client registration first).
+    /// Does not wait for `/readyz`.
+    pub async fn start_on(
+        server: tokio::net::TcpListener,
+        server_extra: &str,
+        extra_config: &str,
+        policies: &[(&str, &str)],
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy_dir = dir.path().join("policies");
         std::fs::create_dir(&policy_dir).expect("policies dir");
         for (name, text) in policies {
             std::fs::write(policy_dir.join(name), text).expect("policy file");
         }
-        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let url = format!("http://{}", server.local_addr().expect("addr"));
         let admin_addr = admin.local_addr().expect("admin addr").to_string();
@@ -107,7 +121,8 @@ impl TestServer {
         get_json(&format!("http://{}/readyz", self.admin)).await
     }
 
-    async fn wait_ready(&self) {
+    /// Waits until `/readyz` answers 200 (20 s at most).
+    pub async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let ready = http_client()

@@ -172,10 +172,36 @@ impl SignIn {
     }
 
     /// Fetches the discovery document and JWKS once.
+    ///
+    /// `openidconnect` compares the announced issuer with the configured one
+    /// byte for byte, but a URL without a path reads back with a trailing
+    /// slash (`https://accounts.google.com/`); so the other spelling is
+    /// tried when the first is refused.
     pub async fn discover(&self) -> Result<(), String> {
-        let metadata = ProviderMetadataWithLogout::discover_async(self.issuer.clone(), &self.http)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let configured = self.issuer.as_str();
+        let other = match configured.strip_suffix('/') {
+            Some(trimmed) => trimmed.to_owned(),
+            None => format!("{configured}/"),
+        };
+        let mut first_error = None;
+        let mut metadata = None;
+        for spelling in [configured.to_owned(), other] {
+            let Ok(issuer) = IssuerUrl::new(spelling) else { continue };
+            match ProviderMetadataWithLogout::discover_async(issuer, &self.http).await {
+                Ok(m) => {
+                    metadata = Some(m);
+                    break;
+                }
+                Err(e) => {
+                    let retry = matches!(e, openidconnect::DiscoveryError::Validation(_));
+                    first_error.get_or_insert_with(|| error_chain(&e));
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        let metadata = metadata.ok_or_else(|| first_error.unwrap_or_else(|| "no usable issuer URL".into()))?;
         let end_session = metadata
             .additional_metadata()
             .end_session_endpoint
