@@ -13,8 +13,12 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "browser test harness (chromium, oidc-provider, playwright-core)"
+./tests/e2e/setup.sh
+
 step "unit and integration tests"
-cargo test --workspace
+# The real-browser sign-in tests must run here, not skip.
+PORTCULLIS_E2E=require cargo test --workspace
 
 step "shipped configuration passes portcullis check"
 for config in deploy/examples/*.toml; do
