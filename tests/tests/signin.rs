@@ -640,3 +640,95 @@ async fn refresh_tokens_are_used_and_a_refused_refresh_ends_the_session() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Captures every log line of this test binary (debug level and up).
+fn capture_logs() -> std::sync::Arc<parking_lot::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, OnceLock};
+    static LOGS: OnceLock<Arc<parking_lot::Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per test binary");
+        logs
+    })
+    .clone()
+}
+
+struct Sink(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_code_token_cookie_or_secret_reaches_the_logs() {
+    let logs = capture_logs();
+    let w = world_with(Options {
+        scopes: r#"["openid", "email", "offline_access"]"#,
+        token_ttl: Duration::from_secs(2),
+    })
+    .await;
+    w.user("alice@example.com", &["readers"]).await;
+    let browser = CookieClient::new();
+    let to_idp = browser.get(&w.url("/data")).await.location().unwrap();
+    let form = browser.get(&to_idp).await;
+    let callback = w
+        .submit_login(&browser, &form, "alice", "alice-pw")
+        .await
+        .location()
+        .unwrap();
+    let code = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    assert_eq!(
+        browser.follow(browser.get(&callback).await).await.status,
+        StatusCode::OK
+    );
+    let cookie = browser.cookie(&w.server.url, COOKIE).unwrap();
+    // A refresh, a bad cookie, a logout: more paths that could log.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    browser.get(&w.url("/data")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while w.idp_handle.stats().refresh_grants == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    CookieClient::new()
+        .send(
+            Method::GET,
+            &w.url("/data"),
+            &[("cookie", &format!("{COOKIE}={}", "B".repeat(43)))],
+            Bytes::new(),
+        )
+        .await;
+    let csrf = browser.get(&w.url("/.portcullis/logout")).await.input("csrf").unwrap();
+    browser
+        .post_form(&w.url("/.portcullis/logout"), &[("csrf", &csrf)])
+        .await;
+
+    let text = String::from_utf8_lossy(&logs.lock()).into_owned();
+    assert!(text.contains("signed in"), "the flow was logged at all: {text}");
+    for (what, secret) in [
+        ("authorization code", code.as_str()),
+        ("session cookie", cookie.as_str()),
+        ("client secret", "s3cret"),
+        ("logout token", csrf.as_str()),
+        ("a JWT", "eyJ"),
+        ("a password", "alice-pw"),
+    ] {
+        assert!(!text.contains(secret), "{what} in the logs");
+    }
+}

@@ -566,3 +566,90 @@ fn logout_page(csrf: &str) -> String {
 pub fn sign_in_redirect(location: &Url, cookies: Vec<HeaderValue>) -> Response<ProxyBody> {
     redirect(location.as_str(), cookies)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::session::signin::SignIn;
+
+    fn browser(public_url: &str, domain: Option<&str>) -> (tempfile::TempDir, Browser) {
+        let domain_line = domain.map(|d| format!("cookie_domain = \"{d}\"\n")).unwrap_or_default();
+        let text = format!(
+            "[server]\npublic_url = \"{public_url}\"\n[oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"pc\"\n\
+             [session]\n{domain_line}"
+        );
+        let config = Config::parse(&text, std::path::Path::new("t.toml"), std::path::Path::new("/")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let directory = portcullis_directory::Directory::open(dir.path(), Default::default()).unwrap();
+        let sessions = Sessions::new(
+            directory.sessions(),
+            config.session.clone(),
+            crate::session::system_clock(),
+        );
+        let oidc = config.oidc.as_ref().unwrap();
+        let signin = SignIn::new(oidc, None, &config.server.public_url).unwrap();
+        let b = Browser::new(Arc::new(sessions), Arc::new(signin), &config.server.public_url);
+        (dir, b)
+    }
+
+    #[test]
+    fn cookies_are_secure_on_https_and_carry_the_configured_domain() {
+        let (_d, b) = browser("https://portal.example.com", Some("example.com"));
+        let c = b.cookie("_portcullis", "v", "/", 60, true);
+        let c = c.to_str().unwrap();
+        for attr in [
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Domain=example.com",
+            "Path=/",
+            "Max-Age=60",
+        ] {
+            assert!(c.contains(attr), "{attr} missing: {c}");
+        }
+        // The redirect counter stays host-only.
+        let c = b.cookie("_portcullis_redirects", "1", "/", 60, false);
+        assert!(!c.to_str().unwrap().contains("Domain"));
+        let (_d, b) = browser("http://127.0.0.1:8080", None);
+        let c = b.cookie("_portcullis", "v", "/", 60, true);
+        assert!(!c.to_str().unwrap().contains("Secure"));
+        assert!(!c.to_str().unwrap().contains("Domain"));
+    }
+
+    #[test]
+    fn only_same_site_targets_are_accepted() {
+        let (_d, b) = browser("https://portal.example.com", Some("example.com"));
+        let check = |target: &str, expected: Option<&str>| {
+            assert_eq!(b.same_site(target).as_deref(), expected, "{target}");
+        };
+        check("/x?y=1", Some("https://portal.example.com/x?y=1"));
+        check("https://kibana.example.com/app", Some("https://kibana.example.com/app"));
+        check("https://example.com/", Some("https://example.com/"));
+        check("https://evil.com/", None);
+        check("https://example.com.evil.com/", None);
+        check("https://evilexample.com/", None);
+        check("http://kibana.example.com/", None);
+        check("//evil.com/", None);
+        check("/\\evil.com", None);
+        check("https://user:pw@kibana.example.com/", None);
+        check("javascript:alert(1)", None);
+        check("/x\r\nSet-Cookie: a=b", None);
+        let (_d, b) = browser("https://portal.example.com", None);
+        check_none(&b, "https://kibana.example.com/");
+    }
+
+    fn check_none(b: &Browser, target: &str) {
+        assert_eq!(b.same_site(target), None, "{target}");
+    }
+
+    #[test]
+    fn cookie_values_are_read_from_every_cookie_header() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; _portcullis=one"));
+        h.append(header::COOKIE, HeaderValue::from_static("_portcullis=two;b=2"));
+        assert_eq!(cookies(&h, "_portcullis").collect::<Vec<_>>(), vec!["one", "two"]);
+        assert_eq!(cookies(&h, "b").collect::<Vec<_>>(), vec!["2"]);
+        assert_eq!(cookies(&h, "_portcullis_x").count(), 0);
+    }
+}
