@@ -100,6 +100,7 @@ async fn world_with(options: Options) -> World {
         _other: other,
     };
     world.wait_signin_ready().await;
+    assert_eq!(world.server.readyz().await.1["sign_in"], "ok");
     world
 }
 
@@ -591,6 +592,8 @@ async fn with_the_idp_down_at_start_sign_in_pages_say_so() {
         page.body
     );
     assert!(page.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    let (_, ready) = server.readyz().await;
+    assert!(ready["sign_in"].as_str().unwrap().contains("not reachable"), "{ready}");
 }
 
 #[tokio::test]

@@ -3,7 +3,10 @@
 //! views for operators and the CLI: `/v1/explain?user=&method=&url=` (the
 //! decision the proxy would make now, and why) and `/v1/principal?user=`
 //! (a user's groups as the directory holds them). `/readyz` also waits for
-//! the OIDC issuer's keys when one is configured. `/metrics` serves
+//! the OIDC issuer's keys when one is configured, and reports browser
+//! sign-in's discovery without waiting for it (signed-in sessions work
+//! without the IdP, so an IdP outage must not take the proxy out of its
+//! load balancer). `/metrics` serves
 //! Prometheus text (see `metrics`).
 //!
 //! Keep this listener on a private address; it is not authenticated.
@@ -25,6 +28,7 @@ use crate::authz;
 use crate::metrics::Exporter;
 use crate::policy_runtime::PolicyRuntime;
 use crate::routes::Router;
+use crate::session::signin::SignIn;
 use crate::web::{Body, json};
 
 /// The admin service.
@@ -36,6 +40,7 @@ pub struct Admin {
     /// The bearer-token verifier, when an OIDC issuer is configured: ready
     /// once its discovery and first key set are in.
     verifier: Option<Verifier>,
+    signin: Option<Arc<SignIn>>,
     metrics: Arc<Exporter>,
 }
 
@@ -45,6 +50,7 @@ impl Admin {
         policy: Arc<PolicyRuntime>,
         router: Arc<Router>,
         verifier: Option<Verifier>,
+        signin: Option<Arc<SignIn>>,
         metrics: Arc<Exporter>,
     ) -> Self {
         Admin {
@@ -52,6 +58,7 @@ impl Admin {
             policy,
             router,
             verifier,
+            signin,
             metrics,
         }
     }
@@ -121,21 +128,22 @@ impl Admin {
             Some(v) if v.is_ready() => "ok",
             Some(_) => "waiting for discovery and keys",
         };
+        let sign_in = match &self.signin {
+            None => "not configured",
+            Some(s) if s.is_ready() => "ok",
+            Some(_) => "identity provider not reachable yet (new sign-ins get 503; sessions work)",
+        };
         let oidc_ok = self.verifier.as_ref().is_none_or(Verifier::is_ready);
-        match self.directory.health() {
-            Health::Ok if oidc_ok => json(
-                StatusCode::OK,
-                &json!({"status": "ready", "store": "ok", "policy": policy, "oidc": oidc}),
-            ),
-            Health::Ok => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not ready", "store": "ok", "policy": policy, "oidc": oidc}),
-            ),
-            Health::Failed(reason) => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not ready", "store": format!("failed: {reason}"), "policy": policy, "oidc": oidc}),
-            ),
-        }
+        let (status, store) = match self.directory.health() {
+            Health::Ok if oidc_ok => (StatusCode::OK, "ok".to_owned()),
+            Health::Ok => (StatusCode::SERVICE_UNAVAILABLE, "ok".to_owned()),
+            Health::Failed(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {reason}")),
+        };
+        let word = if status == StatusCode::OK { "ready" } else { "not ready" };
+        json(
+            status,
+            &json!({"status": word, "store": store, "policy": policy, "oidc": oidc, "sign_in": sign_in}),
+        )
     }
 }
 

@@ -137,6 +137,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let metrics = Metrics::default();
     let browser = browser(&config, &directory, &env)?;
     let signin = browser.as_ref().map(|b| b.signin.clone());
+    let admin_signin = signin.clone();
     let sessions = browser.as_ref().map(|b| b.sessions.clone());
     let proxy = Proxy::new(
         &config,
@@ -219,7 +220,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let workers =
         web::Workers::start(listeners.server, services, transport).map_err(|source| RunError::Workers { source })?;
     let server = tokio::spawn(workers.run(stopped(stop_rx.clone())));
-    let admin = Admin::new(directory.clone(), policy, router, verifier, exporter);
+    let admin = Admin::new(directory.clone(), policy, router, verifier, admin_signin, exporter);
     let admin = tokio::spawn(web::serve(
         listeners.admin,
         move |_| admin.clone(),
