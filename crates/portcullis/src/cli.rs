@@ -72,6 +72,25 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// See Portcullis work in one command: the proxy on 127.0.0.1:8080, a
+    /// built-in development identity provider, a sample app, demo users
+    /// provisioned over SCIM. Ctrl-C stops it and deletes its data.
+    Demo {
+        #[command(subcommand)]
+        action: Option<DemoAction>,
+        /// Where the proxy listens (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where the development identity provider listens (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        idp_listen: std::net::SocketAddr,
+        /// Where the admin listener (health, metrics) listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: std::net::SocketAddr,
+        /// Where the running demo keeps its SCIM token for the actions below.
+        #[arg(long, global = true)]
+        state_file: Option<PathBuf>,
+    },
     /// Print a new random bearer token for a SCIM client, and the
     /// configuration lines that hold its SHA-256 (the token itself is never
     /// stored by Portcullis: give it to the identity provider).
@@ -80,6 +99,19 @@ pub enum Command {
         #[arg(long)]
         client: String,
     },
+}
+
+/// What a second terminal can do to a running demo, as its IdP would.
+#[derive(Debug, Subcommand)]
+pub enum DemoAction {
+    /// Deactivate a demo user over SCIM: their access ends on their next
+    /// request, and their open connections close.
+    Deprovision {
+        /// alice, bob or carol.
+        user: String,
+    },
+    /// Activate a demo user again.
+    Reactivate { user: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +140,69 @@ pub fn main(cli: Cli) -> ExitCode {
             command: PolicyCommand::Test { config },
         } => policy_test(&config),
         Command::ScimToken { client } => scim_token(&client),
+        Command::Demo {
+            action,
+            listen,
+            idp_listen,
+            admin_listen,
+            state_file,
+        } => {
+            let state_file = state_file.unwrap_or_else(crate::demo::DemoOptions::default_state_file);
+            match action {
+                None => demo(crate::demo::DemoOptions {
+                    listen,
+                    idp_listen,
+                    admin_listen,
+                    state_file,
+                }),
+                Some(DemoAction::Deprovision { user }) => demo_action(&state_file, &user, false),
+                Some(DemoAction::Reactivate { user }) => demo_action(&state_file, &user, true),
+            }
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn demo(options: crate::demo::DemoOptions) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(crate::demo::run(options, shutdown_signal(), &mut std::io::stdout()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ crate::demo::DemoError::NotLoopback(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo_action(state_file: &Path, user: &str, active: bool) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(crate::demo::set_active(state_file, user, active)) {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -119,12 +214,8 @@ fn serve(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let listeners = Listeners::bind(&config).await?;

@@ -26,6 +26,7 @@ pub mod app;
 pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod policy_runtime;
 pub mod proxy;

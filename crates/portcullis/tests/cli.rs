@@ -427,3 +427,81 @@ fn scim_token_prints_a_token_and_its_hash() {
     assert!(text.contains(&format!("token_sha256 = \"{hash}\"")), "{text}");
     assert!(text.contains("name = \"okta\""), "{text}");
 }
+
+#[test]
+fn demo_runs_takes_a_deprovision_from_a_second_command_and_stops_on_ctrl_c() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("demo.json");
+    let mut child = portcullis()
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--idp-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--state-file",
+        ])
+        .arg(&state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut banner = String::new();
+    while !banner.contains("Ctrl-C stops") {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).expect("read") > 0, "demo exited: {banner}");
+        banner.push_str(&line);
+    }
+    assert!(banner.contains("alice@example.com") && banner.contains("curl -H 'Authorization: Bearer "));
+
+    let out = portcullis()
+        .args(["demo", "deprovision", "carol", "--state-file"])
+        .arg(&state)
+        .output()
+        .expect("deprovision");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("carol@example.com is now deactivated"));
+    let out = portcullis()
+        .args(["demo", "deprovision", "nobody", "--state-file"])
+        .arg(&state)
+        .output()
+        .expect("deprovision");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no demo user \"nobody\""));
+
+    let start = Instant::now();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert!(!state.exists(), "state file removed");
+
+    // Without a running demo, the second command says so.
+    let out = portcullis()
+        .args(["demo", "deprovision", "bob", "--state-file"])
+        .arg(&state)
+        .output()
+        .expect("deprovision");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the demo running?"));
+}
+
+#[test]
+fn demo_refuses_a_non_loopback_address_with_exit_64() {
+    let out = portcullis()
+        .args(["demo", "--listen", "0.0.0.0:0"])
+        .output()
+        .expect("demo");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
+}
