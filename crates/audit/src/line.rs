@@ -1,0 +1,162 @@
+//! The line format: how one record becomes one JSON line, how a line is
+//! hashed, and the few fields read back from a line without trusting it.
+//!
+//! A line is `{"seq":N,"time":"…","<caller fields>…","prev":"<hex>"}`: the
+//! writer's fields first, the caller's fields in the order their map yields
+//! them, `prev` last. The format is written by hand rather than by
+//! serializing a map so that the field order does not depend on
+//! serde_json's `preserve_order` feature. This module does no I/O.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
+use crate::fields::{PREV, SEQ, TIME};
+
+/// The `prev` of the very first record of a chain: 64 zeros.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A SHA-256 digest.
+pub(crate) type Hash = [u8; 32];
+
+/// RFC 3339, always UTC, always 6 fractional digits, so that the text sorts
+/// like the instant.
+const TIME_FORMAT: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+/// The hex SHA-256 of a line's bytes (without its newline): what the next
+/// record's `prev` must be.
+pub fn line_hash(line: &[u8]) -> String {
+    hex::encode(hash(line))
+}
+
+pub(crate) fn hash(line: &[u8]) -> Hash {
+    Sha256::digest(line).into()
+}
+
+/// Formats a timestamp the way the writer does (UTC, microseconds).
+pub(crate) fn format_time(at: OffsetDateTime) -> String {
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    // Formatting a well-formed description into a String only fails for
+    // years beyond 9999, which the clock does not produce; fall back to the
+    // general RFC 3339 form rather than panic.
+    utc.format(TIME_FORMAT)
+        .or_else(|_| utc.format(&time::format_description::well_known::Rfc3339))
+        .unwrap_or_default()
+}
+
+/// The name under which a caller field is written: its own name, unless it
+/// collides with a writer field (`seq`, `time`, `prev`), in which case it is
+/// prefixed with `_` as many times as needed to be unique in the record.
+fn caller_key<'a>(key: &'a str, fields: &Map<String, Value>) -> std::borrow::Cow<'a, str> {
+    if key != SEQ && key != TIME && key != PREV {
+        return key.into();
+    }
+    let mut renamed = format!("_{key}");
+    while fields.contains_key(&renamed) {
+        renamed.insert(0, '_');
+    }
+    renamed.into()
+}
+
+/// One record as a line, without the newline.
+pub(crate) fn format_line(
+    seq: u64,
+    time: &str,
+    fields: &Map<String, Value>,
+    prev: &Hash,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut line = Vec::with_capacity(160 + 32 * fields.len());
+    line.extend_from_slice(b"{\"");
+    line.extend_from_slice(SEQ.as_bytes());
+    line.extend_from_slice(b"\":");
+    line.extend_from_slice(seq.to_string().as_bytes());
+    line.extend_from_slice(b",\"");
+    line.extend_from_slice(TIME.as_bytes());
+    line.extend_from_slice(b"\":");
+    serde_json::to_writer(&mut line, time)?;
+    for (key, value) in fields {
+        line.push(b',');
+        serde_json::to_writer(&mut line, &caller_key(key, fields))?;
+        line.push(b':');
+        serde_json::to_writer(&mut line, value)?;
+    }
+    line.extend_from_slice(b",\"");
+    line.extend_from_slice(PREV.as_bytes());
+    line.extend_from_slice(b"\":\"");
+    line.extend_from_slice(hex::encode(prev).as_bytes());
+    line.extend_from_slice(b"\"}");
+    Ok(line)
+}
+
+/// The writer fields of a line, parsed without the caller's fields.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Envelope {
+    pub(crate) seq: u64,
+    pub(crate) prev: String,
+}
+
+impl Envelope {
+    pub(crate) fn parse(line: &[u8]) -> Result<Envelope, String> {
+        let envelope: Envelope =
+            serde_json::from_slice(line).map_err(|e| format!("line is not a valid record: {e}"))?;
+        if parse_hash(&envelope.prev).is_none() {
+            return Err("field prev is not a hex sha-256 digest".to_owned());
+        }
+        Ok(envelope)
+    }
+}
+
+/// Parses a 64-digit hex SHA-256 digest.
+pub(crate) fn parse_hash(text: &str) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("test maps are objects"),
+        }
+    }
+
+    #[test]
+    fn colliding_keys_are_prefixed_until_unique() {
+        let fields = map(json!({"seq": 9, "_seq": 8, "time": "t", "prev": "p", "user": "u"}));
+        let line = format_line(1, "now", &fields, &[0; 32]).expect("format");
+        let parsed: Map<String, Value> = serde_json::from_slice(&line).expect("json");
+        assert_eq!(parsed["seq"], json!(1));
+        assert_eq!(parsed["__seq"], json!(9));
+        assert_eq!(parsed["_seq"], json!(8));
+        assert_eq!(parsed["_time"], json!("t"));
+        assert_eq!(parsed["_prev"], json!("p"));
+        assert_eq!(parsed["time"], json!("now"));
+        assert_eq!(parsed["prev"], json!(GENESIS_PREV));
+        assert_eq!(parsed.len(), 8);
+    }
+
+    #[test]
+    fn time_is_utc_with_microseconds() {
+        let at = time::macros::datetime!(2025-01-02 03:04:05.123456789 +02:00);
+        assert_eq!(format_time(at), "2025-01-02T01:04:05.123456Z");
+        let whole = time::macros::datetime!(2025-01-02 03:04:05 UTC);
+        assert_eq!(format_time(whole), "2025-01-02T03:04:05.000000Z");
+    }
+
+    #[test]
+    fn envelope_rejects_bad_prev() {
+        assert!(Envelope::parse(br#"{"seq":1,"prev":"zz"}"#).is_err());
+        assert!(Envelope::parse(br#"{"seq":-1,"prev":"00"}"#).is_err());
+        let ok = format!(r#"{{"seq":3,"prev":"{GENESIS_PREV}"}}"#);
+        assert_eq!(Envelope::parse(ok.as_bytes()).map(|e| e.seq), Ok(3));
+    }
+}
