@@ -240,9 +240,10 @@ fn parse_key(value: &Value) -> Result<Option<VerifyingKey>, &'static str> {
         return Ok(None);
     }
     if let Some(ops) = &raw.key_ops
-        && !ops.iter().any(|op| op == "verify") {
-            return Ok(None);
-        }
+        && !ops.iter().any(|op| op == "verify")
+    {
+        return Ok(None);
+    }
     let alg = match raw.alg.as_deref() {
         None => None,
         Some(name) => Some(Algorithm::from_name(name).ok_or("its alg is not one this verifier accepts")?),
@@ -303,9 +304,10 @@ fn parse_key(value: &Value) -> Result<Option<VerifyingKey>, &'static str> {
         material,
     };
     if let Some(alg) = alg
-        && !key.allows(alg) {
-            return Err("its alg does not fit its key type");
-        }
+        && !key.allows(alg)
+    {
+        return Err("its alg does not fit its key type");
+    }
     Ok(Some(key))
 }
 

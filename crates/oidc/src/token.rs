@@ -137,13 +137,15 @@ pub(crate) fn check(
         return Err(VerifyError::Expired);
     }
     if let Some(nbf) = numeric_date(&claims, "nbf", "nbf is not a number")?
-        && nbf > now_secs + leeway {
-            return Err(VerifyError::NotYetValid);
-        }
+        && nbf > now_secs + leeway
+    {
+        return Err(VerifyError::NotYetValid);
+    }
     if let Some(iat) = numeric_date(&claims, "iat", "iat is not a number")?
-        && iat > now_secs + leeway {
-            return Err(VerifyError::NotYetValid);
-        }
+        && iat > now_secs + leeway
+    {
+        return Err(VerifyError::NotYetValid);
+    }
 
     let expires_at = system_time(exp);
     Ok(VerifiedToken {

@@ -267,9 +267,11 @@ impl Verifier {
         // insert, and the purge of its tokens may have run before the
         // insert: then the purge missed this entry, so remove it here.
         if let Some(current) = self.inner.current.load().as_deref()
-            && current.generation != verified.generation && !current.keys.contains_thumbprint(&verified.thumbprint) {
-                self.inner.cache.remove_if_same(token, &verified);
-            }
+            && current.generation != verified.generation
+            && !current.keys.contains_thumbprint(&verified.thumbprint)
+        {
+            self.inner.cache.remove_if_same(token, &verified);
+        }
         Ok(verified)
     }
 

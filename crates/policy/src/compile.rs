@@ -386,14 +386,15 @@ impl<'a> Compiler<'a, '_> {
                     ));
                 }
                 if later.effect == Effect::Allow
-                    && let Some(deny) = covering_deny(group, later) {
-                        out.push(warning(
-                            later,
-                            WarningKind::UnreachableRule {
-                                covered_by: deny.info.location.clone(),
-                            },
-                        ));
-                    }
+                    && let Some(deny) = covering_deny(group, later)
+                {
+                    out.push(warning(
+                        later,
+                        WarningKind::UnreachableRule {
+                            covered_by: deny.info.location.clone(),
+                        },
+                    ));
+                }
             }
         }
         out.sort_by_key(|&(file, offset, _)| (file, offset));

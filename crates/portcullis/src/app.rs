@@ -83,6 +83,8 @@ pub enum RunError {
     Proxy(#[from] crate::proxy::ProxyStartError),
     #[error("cannot start the worker threads: {source}")]
     Workers { source: std::io::Error },
+    #[error("audit trail: {0}")]
+    Audit(portcullis_audit::AuditError),
 }
 
 /// Opens the directory at the configured path. Blocking work (sled open and
@@ -135,6 +137,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     }
     .map_err(|e| RunError::Oidc(e.to_string()))?;
     let metrics = Metrics::default();
+    let audit = crate::audit::Audit::open(&config.audit).map_err(RunError::Audit)?;
     let browser = browser(&config, &directory, &env)?;
     let signin = browser.as_ref().map(|b| b.signin.clone());
     let admin_signin = signin.clone();
@@ -148,6 +151,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             browser,
             signer,
             metrics: metrics.clone(),
+            audit: audit.clone(),
         },
         &env,
     )?;
@@ -181,7 +185,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move { signin.run(stop).await }));
     }
-    if let Some(sessions) = sessions {
+    if let Some(audit) = audit.clone() {
+        tasks.push(tokio::spawn(audit.run_scim(
+            directory.clone(),
+            policy.clone(),
+            stopped(stop_rx.clone()),
+        )));
+    }
+    if let Some(sessions) = sessions.clone() {
         tasks.push(tokio::spawn(sessions.run(directory.clone(), stopped(stop_rx.clone()))));
     }
     let exporter = Arc::new(Exporter::new(
@@ -192,6 +203,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             verifier: verifier.clone(),
             live: proxy.live(),
             cert,
+            sessions: sessions.clone(),
+            audit: audit.clone(),
         },
     ));
     tasks.push(tokio::spawn(crate::proxy::live::watch(

@@ -91,6 +91,11 @@ pub enum Command {
         #[arg(long, global = true)]
         state_file: Option<PathBuf>,
     },
+    /// Audit trail tools: verify the hash chain, query records.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print a new random bearer token for a SCIM client, and the
     /// configuration lines that hold its SHA-256 (the token itself is never
     /// stored by Portcullis: give it to the identity provider).
@@ -98,6 +103,42 @@ pub enum Command {
         /// The client's name in `[[scim.clients]]`.
         #[arg(long)]
         client: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit files (the current file and its rotated
+    /// siblings, in any order); exit 0 when it holds, 1 naming the first
+    /// broken link (file, line, seq, what is wrong).
+    Verify {
+        /// Audit files; with `--config`, the configured file and its
+        /// rotated siblings.
+        files: Vec<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the records (JSON lines) that match every given condition.
+    Query {
+        files: Vec<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The userName.
+        #[arg(long)]
+        user: Option<String>,
+        /// RFC 3339 time, or a duration back from now such as `24h`.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// allow, deny, public, unauthenticated, error, sign_in.
+        #[arg(long)]
+        decision: Option<String>,
+        /// access or scim.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        route: Option<String>,
     },
 }
 
@@ -140,6 +181,7 @@ pub fn main(cli: Cli) -> ExitCode {
             command: PolicyCommand::Test { config },
         } => policy_test(&config),
         Command::ScimToken { client } => scim_token(&client),
+        Command::Audit { command } => audit(command),
         Command::Demo {
             action,
             listen,
@@ -158,6 +200,128 @@ pub fn main(cli: Cli) -> ExitCode {
                 Some(DemoAction::Deprovision { user }) => demo_action(&state_file, &user, false),
                 Some(DemoAction::Reactivate { user }) => demo_action(&state_file, &user, true),
             }
+        }
+    }
+}
+
+/// The audit files named on the command line, or the configured file and
+/// its rotated siblings.
+fn audit_files(files: Vec<PathBuf>, config: Option<&Path>) -> Result<Vec<PathBuf>, String> {
+    if !files.is_empty() {
+        return Ok(files);
+    }
+    let Some(path) = config else {
+        return Err("name the audit files, or --config to use the configured [audit] path".into());
+    };
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let Some(audit) = config.audit.path else {
+        return Err(format!("{}: [audit] path is not set", path.display()));
+    };
+    let files = portcullis_audit::files_of(&audit).map_err(|e| e.to_string())?;
+    if files.is_empty() {
+        return Err(format!("no audit files at {}", audit.display()));
+    }
+    Ok(files)
+}
+
+fn audit(command: AuditCommand) -> ExitCode {
+    match command {
+        AuditCommand::Verify { files, config } => {
+            let files = match audit_files(files, config.as_deref()) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match portcullis_audit::verify(&files) {
+                Ok(report) => match &report.broken {
+                    None => {
+                        println!(
+                            "ok: {} record(s) in {} file(s), seq {}..{}, last hash {}{}",
+                            report.records,
+                            report.files.len(),
+                            report.first_seq.unwrap_or(0),
+                            report.last_seq.unwrap_or(0),
+                            report.last_hash.as_deref().unwrap_or("-"),
+                            if report.anchor.is_some() {
+                                " (starts mid-chain: older files were rotated away)"
+                            } else {
+                                ""
+                            }
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Some(broken) => {
+                        println!("BROKEN: {broken}");
+                        println!("{} record(s) before it verified", report.records);
+                        ExitCode::FAILURE
+                    }
+                },
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Query {
+            files,
+            config,
+            user,
+            since,
+            until,
+            decision,
+            kind,
+            route,
+        } => {
+            let files = match audit_files(files, config.as_deref()) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let time = |arg: &Option<String>, name: &str| -> Result<Option<time::OffsetDateTime>, String> {
+                let Some(text) = arg else { return Ok(None) };
+                if let Ok(t) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+                    return Ok(Some(t));
+                }
+                let back = humantime::parse_duration(text)
+                    .map_err(|_| format!("--{name} {text:?}: not an RFC 3339 time or a duration like 24h"))?;
+                Ok(Some(time::OffsetDateTime::now_utc() - back))
+            };
+            let query = match (time(&since, "since"), time(&until, "until")) {
+                (Ok(since), Ok(until)) => portcullis_audit::Query {
+                    user,
+                    since,
+                    until,
+                    decision,
+                    kind,
+                    route,
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let mut failed = false;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for record in portcullis_audit::query(&files, &query) {
+                match record {
+                    Ok(r) => {
+                        use std::io::Write;
+                        if writeln!(out, "{}", serde_json::Value::Object(r)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("warning: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
     }
 }

@@ -42,7 +42,21 @@ pub struct Config {
     pub session: Session,
     pub identity: IdentityBinding,
     pub assertion: Assertion,
+    pub audit: Audit,
     pub routes: Vec<Route>,
+}
+
+/// The audit trail (see `crate::audit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audit {
+    /// The current audit file; rotated siblings sit beside it. Off when
+    /// absent (unless `stdout`).
+    pub path: Option<PathBuf>,
+    /// Also write each record to standard output.
+    pub stdout: bool,
+    pub max_file_bytes: u64,
+    /// Rotated files kept besides the current one; 0 keeps all.
+    pub keep_files: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +198,9 @@ pub struct Route {
     /// Send Portcullis's session cookie to the upstream (off: an upstream
     /// holding it could act as the user).
     pub forward_session_cookie: bool,
+    /// The share of allowed and public requests recorded in the audit
+    /// trail (0 to 1); denials are always recorded.
+    pub audit_allowed: f64,
     /// Trust these CA certificates (PEM) for an https upstream, instead of
     /// the public roots.
     pub upstream_ca: Option<PathBuf>,
@@ -279,6 +296,7 @@ impl Route {
             allow_encoded_slash: false,
             forward_authorization: false,
             forward_session_cookie: false,
+            audit_allowed: 1.0,
             upstream_ca: None,
             upstream_client_cert: None,
             upstream_http2: false,
@@ -430,7 +448,41 @@ struct RawConfig {
     #[serde(default)]
     assertion: RawAssertion,
     #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
     routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAudit {
+    path: Option<PathBuf>,
+    #[serde(default)]
+    stdout: bool,
+    #[serde(default = "default_audit_max_file_bytes")]
+    max_file_bytes: u64,
+    #[serde(default = "default_audit_keep_files")]
+    keep_files: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            path: None,
+            stdout: false,
+            max_file_bytes: default_audit_max_file_bytes(),
+            keep_files: default_audit_keep_files(),
+        }
+    }
+}
+
+fn default_audit_max_file_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_audit_keep_files() -> usize {
+    10
+}
+fn default_audit_allowed() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Deserialize)]
@@ -626,6 +678,8 @@ struct RawRoute {
     forward_authorization: bool,
     #[serde(default)]
     forward_session_cookie: bool,
+    #[serde(default = "default_audit_allowed")]
+    audit_allowed: f64,
     upstream_ca: Option<PathBuf>,
     upstream_client_cert: Option<PathBuf>,
     upstream_client_key: Option<PathBuf>,
@@ -934,6 +988,9 @@ impl Validator<'_> {
                     self.error(&format!("{at}.headers.{key}"), format!("{h} is managed by the proxy"));
                 }
             }
+            if !(0.0..=1.0).contains(&r.audit_allowed) {
+                self.error(&format!("{at}.audit_allowed"), "must be between 0 and 1");
+            }
             let total_timeout = r
                 .total_timeout
                 .map(|t| self.duration(&format!("{at}.total_timeout"), &t));
@@ -950,6 +1007,7 @@ impl Validator<'_> {
                 allow_encoded_slash: r.allow_encoded_slash,
                 forward_authorization: r.forward_authorization,
                 forward_session_cookie: r.forward_session_cookie,
+                audit_allowed: r.audit_allowed,
                 upstream_ca: r.upstream_ca.map(|p| base.join(p)),
                 upstream_client_cert,
                 upstream_http2: r.upstream_http2,
@@ -1081,6 +1139,15 @@ impl Validator<'_> {
             ttl: assertion_ttl,
         };
 
+        if raw.audit.max_file_bytes < 4096 {
+            self.error("audit.max_file_bytes", "must be at least 4096");
+        }
+        let audit = Audit {
+            path: raw.audit.path.map(|p| base.join(p)),
+            stdout: raw.audit.stdout,
+            max_file_bytes: raw.audit.max_file_bytes,
+            keep_files: raw.audit.keep_files,
+        };
         Config {
             origin: self.located.origin.to_owned(),
             server: Server {
@@ -1113,6 +1180,7 @@ impl Validator<'_> {
                 attribute,
             },
             assertion,
+            audit,
             routes,
         }
     }

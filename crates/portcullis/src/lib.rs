@@ -23,6 +23,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod config;

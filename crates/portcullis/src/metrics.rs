@@ -155,6 +155,8 @@ pub struct Sources {
     pub verifier: Option<Verifier>,
     pub live: Arc<Live>,
     pub cert: Option<Arc<ServerCert>>,
+    pub sessions: Option<Arc<crate::session::Sessions>>,
+    pub audit: Option<Arc<crate::audit::Audit>>,
 }
 
 impl Collector for Sources {
@@ -227,6 +229,40 @@ impl Collector for Sources {
                 "Verified tokens cached.",
                 s.cache_entries as i64,
             )?;
+        }
+        if let Some(sessions) = &self.sessions {
+            use std::sync::atomic::Ordering::Relaxed;
+            let c = &sessions.counters;
+            counter(
+                &mut encoder,
+                "sessions_created",
+                "Browser sessions created (sign-ins).",
+                c.created.load(Relaxed),
+            )?;
+            counter(
+                &mut encoder,
+                "sessions_revoked",
+                "Browser sessions ended by logout, deprovisioning or the IdP.",
+                c.revoked.load(Relaxed),
+            )?;
+            counter(
+                &mut encoder,
+                "sessions_expired",
+                "Browser sessions ended by their idle or absolute lifetime.",
+                c.expired.load(Relaxed),
+            )?;
+        }
+        if let Some(audit) = &self.audit {
+            let s = audit.stats();
+            counter(&mut encoder, "audit_records", "Audit records written.", s.written)?;
+            counter(
+                &mut encoder,
+                "audit_write_errors",
+                "Failed writes to the audit trail (retried).",
+                s.write_errors,
+            )?;
+            counter(&mut encoder, "audit_dropped", "Audit records dropped.", s.dropped)?;
+            counter(&mut encoder, "audit_rotations", "Audit file rotations.", s.rotations)?;
         }
         if let Some(cert) = &self.cert {
             let (ok, failed) = cert.stats();

@@ -505,3 +505,65 @@ fn demo_refuses_a_non_loopback_address_with_exit_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
 }
+
+#[test]
+fn audit_verify_and_query_read_the_trail() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("audit.log");
+    let log = portcullis_audit::AuditLog::open(portcullis_audit::AuditConfig::file(&path)).expect("open");
+    for (user, decision) in [
+        ("alice", "allow"),
+        ("bob", "deny"),
+        ("alice", "deny"),
+        ("carol", "allow"),
+    ] {
+        let record = serde_json::json!({"kind": "access", "user": user, "decision": decision});
+        log.log(record.as_object().expect("object").clone()).expect("log");
+    }
+    log.close().expect("close");
+
+    let out = portcullis()
+        .args(["audit", "verify"])
+        .arg(&path)
+        .output()
+        .expect("verify");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 4 record(s)"));
+
+    let out = portcullis()
+        .args([
+            "audit",
+            "query",
+            "--user",
+            "alice",
+            "--decision",
+            "deny",
+            "--since",
+            "1h",
+        ])
+        .arg(&path)
+        .output()
+        .expect("query");
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["seq"], 3);
+
+    // An edit to the second record breaks the link to the third.
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, text.replacen("\"bob\"", "\"eve\"", 1)).expect("write");
+    let out = portcullis()
+        .args(["audit", "verify"])
+        .arg(&path)
+        .output()
+        .expect("verify");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("BROKEN") && stdout.contains("line 3"), "{stdout}");
+
+    let out = portcullis().args(["audit", "verify"]).output().expect("verify");
+    assert_eq!(out.status.code(), Some(64), "no files named");
+}

@@ -73,10 +73,19 @@ pub struct RequestContext {
     /// A browser with a working session still carries the sign-in redirect
     /// counter: clear it on the response.
     pub clear_redirect_count: bool,
+    pub method: http::Method,
+    /// The deciding policy rule (`file:line:column`), once decided.
+    pub rule: Option<String>,
+    /// The user's roles and identity under the policy that decided.
+    pub resolved: Option<Arc<super::identity::Resolved>>,
+    /// How long the upstream took to answer (headers), once forwarded.
+    pub upstream: Option<std::time::Duration>,
+    /// The error code, when the request failed.
+    pub reason: Option<&'static str>,
 }
 
 impl RequestContext {
-    pub fn new(conn: ConnInfo, client_ip: IpAddr, headers: &HeaderMap) -> Self {
+    pub fn new(conn: ConnInfo, client_ip: IpAddr, method: &http::Method, headers: &HeaderMap) -> Self {
         RequestContext {
             id: RequestId::next(),
             started: Instant::now(),
@@ -89,6 +98,11 @@ impl RequestContext {
             principal: None,
             decision: None,
             clear_redirect_count: false,
+            method: method.clone(),
+            rule: None,
+            resolved: None,
+            upstream: None,
+            reason: None,
         }
     }
 

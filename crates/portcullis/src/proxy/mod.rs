@@ -110,6 +110,7 @@ struct Inner {
     live: Arc<live::Live>,
     metrics: crate::metrics::Metrics,
     browser: Option<browser::Browser>,
+    audit: Option<Arc<crate::audit::Audit>>,
 }
 
 /// What the proxy works with besides its configuration.
@@ -123,6 +124,8 @@ pub struct ProxyParts {
     pub browser: Option<browser::Browser>,
     pub signer: AssertionSigner,
     pub metrics: crate::metrics::Metrics,
+    /// The audit trail, when configured.
+    pub audit: Option<Arc<crate::audit::Audit>>,
 }
 
 impl Proxy {
@@ -138,6 +141,7 @@ impl Proxy {
             browser,
             signer,
             metrics,
+            audit,
         } = parts;
         let mut routes = Vec::with_capacity(config.routes.len());
         let upstreams = upstreams(&config.routes)?;
@@ -176,6 +180,7 @@ impl Proxy {
                 live: Arc::default(),
                 metrics,
                 browser,
+                audit,
             }),
             upstreams,
         })
@@ -198,7 +203,8 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let inner = &*self.inner;
         let client_ip = headers::client_ip(req.headers(), conn.peer.ip(), &inner.trusted_proxies);
-        let mut ctx = RequestContext::new(conn, client_ip, req.headers());
+        let mut ctx = RequestContext::new(conn, client_ip, req.method(), req.headers());
+        let raw_path = inner.audit.as_ref().map(|_| req.uri().path().to_owned());
         let result = match own_endpoint(req.uri().path()) {
             Some(OwnEndpoint::Me) => Box::pin(inner.me(&mut ctx, &req)).await,
             Some(endpoint @ (OwnEndpoint::Callback | OwnEndpoint::Logout)) => {
@@ -207,7 +213,10 @@ impl Proxy {
             Some(endpoint) => inner.own(endpoint, &req),
             None => inner.proxy(&self.upstreams, &mut ctx, req).await,
         };
-        let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx));
+        let mut resp = result.unwrap_or_else(|e| {
+            ctx.reason = Some(e.code());
+            e.into_response(&ctx)
+        });
         resp.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), ctx.id.header_value());
         if ctx.clear_redirect_count
@@ -227,6 +236,9 @@ impl Proxy {
         inner
             .metrics
             .request(ctx.route_name.as_ref(), decision, status, ctx.started.elapsed());
+        if let Some(audit) = &inner.audit {
+            inner.record(audit, &ctx, decision, status, raw_path.as_deref().unwrap_or("-"));
+        }
         tracing::debug!(
             request_id = %ctx.id,
             client = %ctx.client_ip,
@@ -266,6 +278,38 @@ fn own_endpoint(path: &str) -> Option<OwnEndpoint> {
 }
 
 impl Inner {
+    /// The audit record of a request: every decision on a route and every
+    /// refusal; allowed requests sampled by the route's `audit_allowed`.
+    fn record(&self, audit: &crate::audit::Audit, ctx: &RequestContext, decision: &str, status: u16, raw_path: &str) {
+        let allowed = matches!(decision, "allow" | "public");
+        if ctx.route.is_none() && allowed {
+            // Portcullis's own public endpoints (the JWKS, pages).
+            return;
+        }
+        if allowed
+            && let Some(route) = ctx.route.and_then(|i| self.routes.get(i))
+            && route.config.audit_allowed < 1.0
+            && rand::random::<f64>() >= route.config.audit_allowed
+        {
+            return;
+        }
+        audit.access(&crate::audit::Access {
+            request_id: ctx.id.as_str(),
+            user: ctx.principal.as_ref().map(|p| &*p.user_name),
+            client_ip: ctx.client_ip,
+            route: ctx.route_name.as_deref(),
+            method: ctx.method.as_str(),
+            path: ctx.path.as_deref().unwrap_or(raw_path),
+            decision,
+            reason: ctx.reason,
+            rule: ctx.rule.clone(),
+            roles: ctx.resolved.as_ref().map(|r| &r.role_names[..]),
+            status,
+            upstream: ctx.upstream,
+            total: ctx.started.elapsed(),
+        });
+    }
+
     fn own(&self, endpoint: OwnEndpoint, req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
         match (endpoint, &self.browser) {
             (OwnEndpoint::SignIn, Some(browser)) => return browser.signin_endpoint(req),
@@ -308,7 +352,14 @@ impl Inner {
                 ctx.decision = Some("sign_in");
                 Ok(resp)
             }
-            _ => browser.logout(req).await,
+            _ => {
+                let post = req.method() == http::Method::POST;
+                let resp = browser.logout(req).await?;
+                if post && resp.status() == StatusCode::FOUND {
+                    ctx.decision = Some("sign_out");
+                }
+                Ok(resp)
+            }
         }
     }
 
@@ -374,6 +425,7 @@ impl Inner {
         let path = normalize_path(&raw_path, route.config.normalize_options())
             .map_err(|e| ProxyError::bad_request("bad_path", e.reason()))?
             .into_owned();
+        ctx.path = Some(path.clone());
         if let Some(limit) = route.config.max_request_body
             && content_length(req.headers()).is_some_and(|n| n > limit)
         {
@@ -387,8 +439,10 @@ impl Inner {
             method: req.method().as_str(),
             path: &path,
         };
-        let identity = if policy.decide_public(&request).allowed {
+        let public = policy.decide_public(&request);
+        let identity = if public.allowed {
             ctx.decision = Some("public");
+            ctx.rule = public.reason.rule().map(|r| r.location().to_string());
             None
         } else {
             let principal = self.authenticate(&req, ctx).await?;
@@ -397,13 +451,14 @@ impl Inner {
             // ---- authorize ----
             let resolved = self.identities.resolve(&principal, &policy);
             let decision = policy.decide_with_roles(&resolved.roles, &request);
+            ctx.rule = decision.reason.rule().map(|r| r.location().to_string());
+            ctx.resolved = Some(resolved.clone());
             if !decision.allowed {
                 return Err(denied(&decision.reason, &resolved.role_names, &request));
             }
             ctx.decision = Some("allow");
             Some(resolved)
         };
-        ctx.path = Some(path);
 
         // ---- forward ----
         self.forward(ctx, route, upstream, index, req, identity.as_deref())
@@ -516,7 +571,7 @@ impl Inner {
 
     async fn forward(
         &self,
-        ctx: &RequestContext,
+        ctx: &mut RequestContext,
         route: &RouteRuntime,
         upstream: &Upstream,
         index: usize,
@@ -620,7 +675,9 @@ impl Inner {
         let sent = std::time::Instant::now();
         let mut resp = match upstream.send(up).await {
             Ok(resp) => {
-                self.metrics.upstream(&route.name, sent.elapsed());
+                let took = sent.elapsed();
+                self.metrics.upstream(&route.name, took);
+                ctx.upstream = Some(took);
                 resp
             }
             Err(e) => {
