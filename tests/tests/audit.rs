@@ -161,6 +161,30 @@ async fn access_decisions_and_scim_changes_are_recorded_with_their_reasons() {
     );
     assert_eq!(deactivated["access_changes"][0]["active_after"], false);
 
+    // Access reviews see alice's use just now.
+    let access = client
+        .send(
+            Method::GET,
+            &format!("http://{}/v1/report/access", server.admin),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .json();
+    assert_eq!(access[0]["user"], "alice@example.com");
+    assert!(access[0]["last_access"].as_str().is_some(), "{access}");
+    assert_eq!(access[0]["roles"], json!([]), "deactivated: no roles now");
+    let stale = client
+        .send(
+            Method::GET,
+            &format!("http://{}/v1/report/stale?days=1", server.admin),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .json();
+    assert_eq!(stale, json!([]), "alice was here today");
+
     // The chain holds.
     let report = portcullis_audit::verify(&portcullis_audit::files_of(&audit).unwrap()).unwrap();
     assert!(report.broken.is_none(), "{:?}", report.broken);

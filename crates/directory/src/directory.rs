@@ -317,6 +317,11 @@ impl Directory {
         }
     }
 
+    /// Users' last access, in the same store.
+    pub fn activity(&self) -> crate::activity::ActivityStore {
+        self.inner.store.activity().clone()
+    }
+
     /// The browser-session tree in the same store.
     pub fn sessions(&self) -> crate::sessions::SessionStore {
         self.inner.store.sessions().clone()

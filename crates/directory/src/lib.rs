@@ -17,6 +17,7 @@
 //! PATCH paths are the `portcullis-scim` crate's), or decide access (the
 //! policy crate maps groups to roles).
 
+pub mod activity;
 mod directory;
 mod error;
 pub mod events;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod sessions;
 mod store;
 
+pub use activity::ActivityStore;
 pub use directory::{
     Directory, Dump, GroupUpdate, GroupWrite, Health, IdentityAttr, Lookup, MemberView, MembersEdit, Options, Stats,
 };

@@ -1,7 +1,8 @@
 //! The durable store: with its `sessions` tree, the only code in Portcullis
 //! that touches the sled database.
 //!
-//! Browser sessions live in a second tree (see [`crate::sessions`]).
+//! Browser sessions live in a second tree (see [`crate::sessions`]), and
+//! users' last access in a third ([`crate::activity`]).
 //!
 //! Layout (one sled tree, `directory`, so that one `apply_batch` is atomic
 //! across users, groups and membership edges):
@@ -61,6 +62,7 @@ pub(crate) struct Store {
     db: sled::Db,
     tree: sled::Tree,
     sessions: crate::sessions::SessionStore,
+    activity: crate::activity::ActivityStore,
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
 }
@@ -118,6 +120,7 @@ impl Store {
         let tree = db.open_tree(TREE).map_err(open_err)?;
         check_schema(path, &db, &tree)?;
         let sessions = crate::sessions::SessionStore::open(&db).map_err(open_err)?;
+        let activity = crate::activity::ActivityStore::open(&db).map_err(open_err)?;
 
         let shared = Arc::new(Shared {
             applied: AtomicU64::new(0),
@@ -138,6 +141,7 @@ impl Store {
             db,
             tree,
             sessions,
+            activity,
             shared,
             flusher: Some(flusher),
         })
@@ -145,6 +149,10 @@ impl Store {
 
     pub(crate) fn sessions(&self) -> &crate::sessions::SessionStore {
         &self.sessions
+    }
+
+    pub(crate) fn activity(&self) -> &crate::activity::ActivityStore {
+        &self.activity
     }
 
     pub(crate) fn path(&self) -> &Path {

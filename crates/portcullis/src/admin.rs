@@ -41,6 +41,7 @@ pub struct Admin {
     /// once its discovery and first key set are in.
     verifier: Option<Verifier>,
     signin: Option<Arc<SignIn>>,
+    activity: Arc<crate::reports::Activity>,
     metrics: Arc<Exporter>,
 }
 
@@ -51,6 +52,7 @@ impl Admin {
         router: Arc<Router>,
         verifier: Option<Verifier>,
         signin: Option<Arc<SignIn>>,
+        activity: Arc<crate::reports::Activity>,
         metrics: Arc<Exporter>,
     ) -> Self {
         Admin {
@@ -59,6 +61,7 @@ impl Admin {
             router,
             verifier,
             signin,
+            activity,
             metrics,
         }
     }
@@ -72,6 +75,14 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => json(StatusCode::OK, &json!({"status": "ok"})),
             "/readyz" => self.ready(),
+            "/v1/report/access" => self.report(None),
+            "/v1/report/stale" => match query.get("days").map(|d| d.parse::<u32>()) {
+                Some(Ok(days)) => self.report(Some(days)),
+                _ => json(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "bad_request", "message": "give days=N"}),
+                ),
+            },
             "/metrics" => {
                 let mut resp = Response::new(Body::from(self.metrics.render()));
                 resp.headers_mut().insert(
@@ -114,6 +125,22 @@ impl Admin {
             }
             _ => json(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         }
+    }
+
+    /// The access report, or only the stale users when `days` is given.
+    fn report(&self, days: Option<u32>) -> Response<Body> {
+        let last = self.activity.all();
+        let rows = crate::reports::access(&self.directory, &self.policy.current(), &last);
+        let rows = match days {
+            Some(days) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                crate::reports::stale(rows, &last, days, now)
+            }
+            None => rows,
+        };
+        json(StatusCode::OK, &json!(rows))
     }
 
     fn ready(&self) -> Response<Body> {

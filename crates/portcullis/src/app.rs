@@ -138,6 +138,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     .map_err(|e| RunError::Oidc(e.to_string()))?;
     let metrics = Metrics::default();
     let audit = crate::audit::Audit::open(&config.audit).map_err(RunError::Audit)?;
+    let activity = Arc::new(crate::reports::Activity::new(directory.activity()));
     let browser = browser(&config, &directory, &env)?;
     let signin = browser.as_ref().map(|b| b.signin.clone());
     let admin_signin = signin.clone();
@@ -152,6 +153,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             signer,
             metrics: metrics.clone(),
             audit: audit.clone(),
+            activity: Some(activity.clone()),
         },
         &env,
     )?;
@@ -185,6 +187,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move { signin.run(stop).await }));
     }
+    tasks.push(tokio::spawn(activity.clone().run(stopped(stop_rx.clone()))));
     if let Some(audit) = audit.clone() {
         tasks.push(tokio::spawn(audit.run_scim(
             directory.clone(),
@@ -233,7 +236,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let workers =
         web::Workers::start(listeners.server, services, transport).map_err(|source| RunError::Workers { source })?;
     let server = tokio::spawn(workers.run(stopped(stop_rx.clone())));
-    let admin = Admin::new(directory.clone(), policy, router, verifier, admin_signin, exporter);
+    let admin = Admin::new(
+        directory.clone(),
+        policy,
+        router,
+        verifier,
+        admin_signin,
+        activity,
+        exporter,
+    );
     let admin = tokio::spawn(web::serve(
         listeners.admin,
         move |_| admin.clone(),

@@ -91,6 +91,11 @@ pub enum Command {
         #[arg(long, global = true)]
         state_file: Option<PathBuf>,
     },
+    /// Access reviews, from the running server (or the store when none runs).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Audit trail tools: verify the hash chain, query records.
     Audit {
         #[command(subcommand)]
@@ -104,6 +109,32 @@ pub enum Command {
         #[arg(long)]
         client: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Every user, their effective groups, roles and last access.
+    Access {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+        format: ReportFormat,
+    },
+    /// Users with no access in the last N days, or never.
+    Stale {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        days: u32,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +213,7 @@ pub fn main(cli: Cli) -> ExitCode {
         } => policy_test(&config),
         Command::ScimToken { client } => scim_token(&client),
         Command::Audit { command } => audit(command),
+        Command::Report { command } => report(command),
         Command::Demo {
             action,
             listen,
@@ -202,6 +234,58 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+fn report(command: ReportCommand) -> ExitCode {
+    let (path, days, format) = match command {
+        ReportCommand::Access { config, format } => (config, None, format),
+        ReportCommand::Stale { config, days, format } => (config, Some(days), format),
+    };
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let endpoint = match days {
+        Some(d) => format!("/v1/report/stale?days={d}"),
+        None => "/v1/report/access".to_owned(),
+    };
+    let rows: Result<Vec<crate::reports::AccessRow>, String> = match admin_get(&config, &endpoint) {
+        Ok(Some(body)) => {
+            serde_json::from_slice(&body).map_err(|e| format!("unexpected answer from the admin listener: {e}"))
+        }
+        Ok(None) => report_locally(&config, days),
+        Err(e) => Err(e),
+    };
+    match rows {
+        Ok(rows) => {
+            match format {
+                ReportFormat::Csv => print!("{}", crate::reports::csv(&rows)),
+                ReportFormat::Json => println!("{}", serde_json::json!(rows)),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report_locally(config: &Config, days: Option<u32>) -> Result<Vec<crate::reports::AccessRow>, String> {
+    let compiled = portcullis_policy::load_dir(&config.policy.dir, &route_set(config))
+        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let directory = open_store_directly(config)?;
+    let last = crate::reports::Activity::new(directory.activity()).all();
+    let rows = crate::reports::access(&directory, &compiled.policy, &last);
+    Ok(match days {
+        Some(days) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            crate::reports::stale(rows, &last, days, now)
+        }
+        None => rows,
+    })
 }
 
 /// The audit files named on the command line, or the configured file and

@@ -31,6 +31,7 @@ pub mod demo;
 pub mod metrics;
 pub mod policy_runtime;
 pub mod proxy;
+pub mod reports;
 pub mod routes;
 pub mod secret;
 pub mod session;

@@ -567,3 +567,69 @@ fn audit_verify_and_query_read_the_trail() {
     let out = portcullis().args(["audit", "verify"]).output().expect("verify");
     assert_eq!(out.status.code(), Some(64), "no files named");
 }
+
+#[test]
+fn reports_read_the_store_when_no_server_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        tmp.path(),
+        "[admin]\nlisten = \"127.0.0.1:1\"\n[store]\npath = \"data\"\n[[routes]]\nname = \"app\"\nupstream = \"http://127.0.0.1:1\"\n",
+    );
+    std::fs::write(
+        tmp.path().join("policies/p.toml"),
+        "[roles.reader]\nallow = [{ route = \"app\", paths = [\"/**\"] }]\n[groups]\n\"readers\" = [\"reader\"]\n",
+    )
+    .expect("policy");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let d = portcullis_directory::Directory::open(&tmp.path().join("data"), Default::default()).expect("store");
+        let okta: portcullis_directory::Id = std::sync::Arc::from("okta");
+        let obj = |v: serde_json::Value| v.as_object().cloned().expect("object");
+        let alice = d
+            .create_user(&okta, obj(serde_json::json!({"userName": "alice", "active": true})))
+            .await
+            .expect("alice");
+        d.create_user(&okta, obj(serde_json::json!({"userName": "bob", "active": true})))
+            .await
+            .expect("bob");
+        d.create_group(
+            &okta,
+            obj(serde_json::json!({"displayName": "readers"})),
+            vec![alice.id.to_string()],
+        )
+        .await
+        .expect("group");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs() as i64;
+        d.activity()
+            .record(&[(alice.id.to_string(), now)])
+            .await
+            .expect("activity");
+    });
+    let out = portcullis()
+        .args(["report", "access", "--config"])
+        .arg(&config)
+        .output()
+        .expect("report");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "user,user_id,active,groups,roles,last_access");
+    assert!(
+        lines[1].starts_with("alice,") && lines[1].contains(",okta/readers,reader,2"),
+        "{csv}"
+    );
+    assert!(lines[2].starts_with("bob,") && lines[2].ends_with(",true,,,"), "{csv}");
+
+    let out = portcullis()
+        .args(["report", "stale", "--days", "30", "--format", "json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("report");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows[0]["user"], "bob");
+}

@@ -111,6 +111,7 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     browser: Option<browser::Browser>,
     audit: Option<Arc<crate::audit::Audit>>,
+    activity: Option<Arc<crate::reports::Activity>>,
 }
 
 /// What the proxy works with besides its configuration.
@@ -126,6 +127,8 @@ pub struct ProxyParts {
     pub metrics: crate::metrics::Metrics,
     /// The audit trail, when configured.
     pub audit: Option<Arc<crate::audit::Audit>>,
+    /// Users' last access, for stale-access reports.
+    pub activity: Option<Arc<crate::reports::Activity>>,
 }
 
 impl Proxy {
@@ -142,6 +145,7 @@ impl Proxy {
             signer,
             metrics,
             audit,
+            activity,
         } = parts;
         let mut routes = Vec::with_capacity(config.routes.len());
         let upstreams = upstreams(&config.routes)?;
@@ -181,6 +185,7 @@ impl Proxy {
                 metrics,
                 browser,
                 audit,
+                activity,
             }),
             upstreams,
         })
@@ -457,6 +462,9 @@ impl Inner {
                 return Err(denied(&decision.reason, &resolved.role_names, &request));
             }
             ctx.decision = Some("allow");
+            if let Some(activity) = &self.activity {
+                activity.touch(&principal, unix_now());
+            }
             Some(resolved)
         };
 
@@ -720,6 +728,12 @@ impl Inner {
         }
         Ok(resp)
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn upstreams<'a>(routes: impl IntoIterator<Item = &'a Route>) -> Result<Arc<[Upstream]>, ProxyStartError> {
