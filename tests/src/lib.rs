@@ -12,6 +12,7 @@ pub mod e2e;
 pub mod jar;
 pub mod pki;
 pub mod upstream;
+pub mod webhook;
 
 use std::path::Path;
 

@@ -936,7 +936,12 @@ async fn metrics_count_decisions_scim_and_the_directory() {
         sample(
             &m,
             "portcullis_scim_requests_total",
-            &[("client", "-"), ("method", "GET"), ("status", "401")]
+            &[
+                ("client", "-"),
+                ("operation", "list"),
+                ("method", "GET"),
+                ("status", "401")
+            ]
         ),
         Some(1.0)
     );
@@ -967,7 +972,7 @@ async fn metrics_count_decisions_scim_and_the_directory() {
         sample(
             &m,
             "portcullis_scim_requests_total",
-            &[("method", "POST"), ("status", "201")]
+            &[("operation", "create"), ("method", "POST"), ("status", "201")]
         ),
         Some(2.0)
     );

@@ -2,7 +2,9 @@
 //! serve: the store is healthy and a policy is loaded), and two read-only
 //! views for operators and the CLI: `/v1/explain?user=&method=&url=` (the
 //! decision the proxy would make now, and why) and `/v1/principal?user=`
-//! (a user's groups as the directory holds them). `/readyz` also waits for
+//! (a user's groups as the directory holds them), `/v1/status` (each SCIM
+//! client's last successful push), `/v1/report/access` and
+//! `/v1/report/stale?days=N` (access reviews). `/readyz` also waits for
 //! the OIDC issuer's keys when one is configured, and reports browser
 //! sign-in's discovery without waiting for it (signed-in sessions work
 //! without the IdP, so an IdP outage must not take the proxy out of its
@@ -31,41 +33,22 @@ use crate::routes::Router;
 use crate::session::signin::SignIn;
 use crate::web::{Body, json};
 
-/// The admin service.
+/// The admin service: the parts of the running server it reports on.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    directory: Directory,
-    policy: Arc<PolicyRuntime>,
-    router: Arc<Router>,
+    pub directory: Directory,
+    pub policy: Arc<PolicyRuntime>,
+    pub router: Arc<Router>,
     /// The bearer-token verifier, when an OIDC issuer is configured: ready
     /// once its discovery and first key set are in.
-    verifier: Option<Verifier>,
-    signin: Option<Arc<SignIn>>,
-    activity: Arc<crate::reports::Activity>,
-    metrics: Arc<Exporter>,
+    pub verifier: Option<Verifier>,
+    pub signin: Option<Arc<SignIn>>,
+    pub activity: Arc<crate::reports::Activity>,
+    pub feed: crate::alerts::FeedHealth,
+    pub metrics: Arc<Exporter>,
 }
 
 impl Admin {
-    pub fn new(
-        directory: Directory,
-        policy: Arc<PolicyRuntime>,
-        router: Arc<Router>,
-        verifier: Option<Verifier>,
-        signin: Option<Arc<SignIn>>,
-        activity: Arc<crate::reports::Activity>,
-        metrics: Arc<Exporter>,
-    ) -> Self {
-        Admin {
-            directory,
-            policy,
-            router,
-            verifier,
-            signin,
-            activity,
-            metrics,
-        }
-    }
-
     fn respond(&self, req: &Request<Incoming>) -> Response<Body> {
         let query: HashMap<String, String> = req
             .uri()
@@ -76,6 +59,7 @@ impl Admin {
             "/healthz" => json(StatusCode::OK, &json!({"status": "ok"})),
             "/readyz" => self.ready(),
             "/v1/report/access" => self.report(None),
+            "/v1/status" => self.status(),
             "/v1/report/stale" => match query.get("days").map(|d| d.parse::<u32>()) {
                 Some(Ok(days)) => self.report(Some(days)),
                 _ => json(
@@ -125,6 +109,27 @@ impl Admin {
             }
             _ => json(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         }
+    }
+
+    /// Operator status: each SCIM client's last successful request (a
+    /// silent IdP means deprovisioning is not reaching us).
+    fn status(&self) -> Response<Body> {
+        let feeds: Vec<serde_json::Value> = self
+            .feed
+            .snapshot()
+            .into_iter()
+            .map(|f| {
+                json!({
+                    "client": f.client,
+                    "last_success": f.last_success.map(|t| time::OffsetDateTime::from(t)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()),
+                    "silent_for_seconds": f.silent_for.map(|d| d.as_secs()),
+                    "silent": f.silent,
+                })
+            })
+            .collect();
+        json(StatusCode::OK, &json!({"scim_clients": feeds}))
     }
 
     /// The access report, or only the stale users when `days` is given.

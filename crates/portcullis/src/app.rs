@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
+use crate::alerts;
 use crate::config::Config;
 use crate::metrics::{Exporter, Metrics, Sources};
 use crate::policy_runtime::{self, PolicyRuntime};
@@ -85,6 +86,8 @@ pub enum RunError {
     Workers { source: std::io::Error },
     #[error("audit trail: {0}")]
     Audit(portcullis_audit::AuditError),
+    #[error("alerts: {0}")]
+    Alerts(String),
 }
 
 /// Opens the directory at the configured path. Blocking work (sled open and
@@ -139,6 +142,24 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let metrics = Metrics::default();
     let audit = crate::audit::Audit::open(&config.audit).map_err(RunError::Audit)?;
     let activity = Arc::new(crate::reports::Activity::new(directory.activity()));
+    let (alerter, alerter_task) = alerts::Alerter::new(
+        config.alerts.webhook.clone(),
+        config.alerts.webhook_ca.as_deref(),
+        alerts::DEFAULT_CAPACITY,
+    )
+    .map_err(|e| RunError::Alerts(e.to_string()))?;
+    let alert_rules = alerts::AlertRules {
+        groups: config.alerts.groups.clone(),
+        roles: config.alerts.roles.clone(),
+    };
+    let scim_clients: Vec<String> = config.scim.clients.iter().map(|c| c.name.clone()).collect();
+    let feed = alerts::FeedHealth::new(&scim_clients, config.alerts.scim_silence);
+    if !alert_rules.is_empty() {
+        let (directory, rules, alerter) = (directory.clone(), alert_rules.clone(), alerter.clone());
+        policy.on_reload(Box::new(move |old, new| {
+            alerts::on_policy_reload(old, new, &directory, &rules, &alerter);
+        }));
+    }
     let browser = browser(&config, &directory, &env)?;
     let signin = browser.as_ref().map(|b| b.signin.clone());
     let admin_signin = signin.clone();
@@ -188,6 +209,25 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         tasks.push(tokio::spawn(async move { signin.run(stop).await }));
     }
     tasks.push(tokio::spawn(activity.clone().run(stopped(stop_rx.clone()))));
+    tasks.push(tokio::spawn(alerter_task.run(stopped(stop_rx.clone()))));
+    tasks.push(tokio::spawn(alerts::watch_directory(
+        directory.clone(),
+        policy.clone(),
+        alert_rules,
+        alerter.clone(),
+        stopped(stop_rx.clone()),
+    )));
+    // Checked ten times per silence window (at most once a minute), so an
+    // alert is at most a tenth of the window late.
+    let feed_check = config.alerts.scim_silence.map_or(Duration::from_secs(60), |s| {
+        (s / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
+    });
+    tasks.push(tokio::spawn(alerts::watch_feeds(
+        feed.clone(),
+        alerter.clone(),
+        feed_check,
+        stopped(stop_rx.clone()),
+    )));
     if let Some(audit) = audit.clone() {
         tasks.push(tokio::spawn(audit.run_scim(
             directory.clone(),
@@ -208,6 +248,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             cert,
             sessions: sessions.clone(),
             audit: audit.clone(),
+            alerts: Some((alerter.clone(), feed.clone())),
         },
     ));
     tasks.push(tokio::spawn(crate::proxy::live::watch(
@@ -223,6 +264,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let mut services = Vec::with_capacity(workers);
     for _ in 0..workers {
         let gateway = Gateway {
+            feed: feed.clone(),
             scim: scim.clone(),
             proxy: proxy.fork()?,
             metrics: metrics.clone(),
@@ -236,15 +278,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let workers =
         web::Workers::start(listeners.server, services, transport).map_err(|source| RunError::Workers { source })?;
     let server = tokio::spawn(workers.run(stopped(stop_rx.clone())));
-    let admin = Admin::new(
-        directory.clone(),
+    let admin = Admin {
+        directory: directory.clone(),
         policy,
         router,
         verifier,
-        admin_signin,
+        signin: admin_signin,
         activity,
-        exporter,
-    );
+        feed,
+        metrics: exporter,
+    };
     let admin = tokio::spawn(web::serve(
         listeners.admin,
         move |_| admin.clone(),
@@ -330,6 +373,8 @@ pub fn scim_service(
 /// proxy.
 #[derive(Debug, Clone)]
 struct Gateway {
+    /// Last successful request per SCIM client (feed health).
+    feed: alerts::FeedHealth,
     scim: Scim,
     proxy: Proxy,
     metrics: Metrics,
@@ -354,14 +399,21 @@ impl hyper::service::Service<Request<Incoming>> for GatewayConn {
         if self.gateway.scim.owns(req.uri().path()) {
             let scim = self.gateway.scim.clone();
             let metrics = self.gateway.metrics.clone();
+            let feed = self.gateway.feed.clone();
             Box::pin(async move {
                 let method = req.method().clone();
+                let operation = scim.operation(&method, req.uri().path());
                 let resp = scim.handle(req).await;
                 let caller = resp
                     .extensions()
                     .get::<portcullis_scim::service::ScimCaller>()
                     .map(|c| &c.0);
-                metrics.scim_request(caller, &method, resp.status().as_u16());
+                metrics.scim_request(caller, operation, &method, resp.status().as_u16());
+                if let Some(client) = caller
+                    && resp.status().is_success()
+                {
+                    feed.record_success(client, std::time::SystemTime::now());
+                }
                 Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()))
             })
         } else {

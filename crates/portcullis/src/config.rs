@@ -43,7 +43,22 @@ pub struct Config {
     pub identity: IdentityBinding,
     pub assertion: Assertion,
     pub audit: Audit,
+    pub alerts: Alerts,
     pub routes: Vec<Route>,
+}
+
+/// High-risk alerts and SCIM feed health (see `crate::alerts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alerts {
+    /// Groups (display names, or `client:name`) whose grant raises an alert.
+    pub groups: Vec<String>,
+    /// Roles whose grant, or widening by a policy reload, raises an alert.
+    pub roles: Vec<String>,
+    /// Where alerts are POSTed as JSON; logged only when absent.
+    pub webhook: Option<Url>,
+    pub webhook_ca: Option<PathBuf>,
+    /// A SCIM client silent this long raises an alert.
+    pub scim_silence: Option<Duration>,
 }
 
 /// The audit trail (see `crate::audit`).
@@ -450,7 +465,20 @@ struct RawConfig {
     #[serde(default)]
     audit: RawAudit,
     #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
     routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawAlerts {
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    webhook: Option<Url>,
+    webhook_ca: Option<PathBuf>,
+    scim_silence: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1142,6 +1170,21 @@ impl Validator<'_> {
         if raw.audit.max_file_bytes < 4096 {
             self.error("audit.max_file_bytes", "must be at least 4096");
         }
+        if let Some(url) = &raw.alerts.webhook
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            self.error("alerts.webhook", "must be an http or https URL");
+        }
+        let alerts = Alerts {
+            groups: raw.alerts.groups,
+            roles: raw.alerts.roles,
+            webhook: raw.alerts.webhook,
+            webhook_ca: raw.alerts.webhook_ca.map(|p| base.join(p)),
+            scim_silence: raw
+                .alerts
+                .scim_silence
+                .map(|t| self.duration("alerts.scim_silence", &t)),
+        };
         let audit = Audit {
             path: raw.audit.path.map(|p| base.join(p)),
             stdout: raw.audit.stdout,
@@ -1181,6 +1224,7 @@ impl Validator<'_> {
             },
             assertion,
             audit,
+            alerts,
             routes,
         }
     }

@@ -22,6 +22,7 @@
 //!   HTTP/2) with graceful shutdown.
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod authz;

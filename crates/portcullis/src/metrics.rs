@@ -66,6 +66,9 @@ struct UpstreamErrorLabels {
 struct ScimLabels {
     /// The configured client name; `-` when the token was not accepted.
     client: RouteName,
+    /// `create`, `get`, `list`, `search`, `replace`, `patch`, `delete`,
+    /// `bulk`, `discovery` or `other` (see `Scim::operation`).
+    operation: &'static str,
     method: &'static str,
     status: u16,
 }
@@ -131,7 +134,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn scim_request(&self, client: Option<&Arc<str>>, method: &http::Method, status: u16) {
+    pub fn scim_request(&self, client: Option<&Arc<str>>, operation: &'static str, method: &http::Method, status: u16) {
         let method = match *method {
             http::Method::GET => "GET",
             http::Method::POST => "POST",
@@ -142,7 +145,12 @@ impl Metrics {
         };
         let client = RouteName(client.cloned().unwrap_or_else(|| Arc::from("-")));
         self.scim_requests
-            .get_or_create(&ScimLabels { client, method, status })
+            .get_or_create(&ScimLabels {
+                client,
+                operation,
+                method,
+                status,
+            })
             .inc();
     }
 }
@@ -157,6 +165,7 @@ pub struct Sources {
     pub cert: Option<Arc<ServerCert>>,
     pub sessions: Option<Arc<crate::session::Sessions>>,
     pub audit: Option<Arc<crate::audit::Audit>>,
+    pub alerts: Option<(crate::alerts::Alerter, crate::alerts::FeedHealth)>,
 }
 
 impl Collector for Sources {
@@ -264,6 +273,44 @@ impl Collector for Sources {
             counter(&mut encoder, "audit_dropped", "Audit records dropped.", s.dropped)?;
             counter(&mut encoder, "audit_rotations", "Audit file rotations.", s.rotations)?;
         }
+        if let Some((alerter, feed)) = &self.alerts {
+            let s = alerter.stats();
+            counter(&mut encoder, "alerts_raised", "High-risk alerts raised.", s.raised)?;
+            counter(
+                &mut encoder,
+                "alerts_delivered",
+                "Alerts delivered to the webhook.",
+                s.delivered,
+            )?;
+            counter(
+                &mut encoder,
+                "alerts_undelivered",
+                "Alerts dropped from a full queue or given up on after retries.",
+                s.dropped + s.abandoned,
+            )?;
+            let feeds = feed.snapshot();
+            let now = std::time::SystemTime::now();
+            let silent = feeds.iter().map(|f| (f.client.clone(), i64::from(f.silent)));
+            labelled_gauge(
+                &mut encoder,
+                "scim_client_silent",
+                "1 while this SCIM client has had no successful request for longer than alerts.scim_silence.",
+                silent,
+            )?;
+            let since = feeds.iter().filter_map(|f| {
+                let at = f.last_success?;
+                Some((
+                    f.client.clone(),
+                    now.duration_since(at).map_or(0, |d| d.as_secs() as i64),
+                ))
+            });
+            labelled_gauge(
+                &mut encoder,
+                "scim_client_seconds_since_success",
+                "Seconds since this SCIM client's last successful request (absent until its first).",
+                since,
+            )?;
+        }
         if let Some(cert) = &self.cert {
             let (ok, failed) = cert.stats();
             counter(&mut encoder, "tls_certificate_reloads", "TLS certificate reloads.", ok)?;
@@ -281,6 +328,21 @@ impl Collector for Sources {
 fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64) -> std::fmt::Result {
     let metric = ConstGauge::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// One gauge per SCIM client, labelled `client`.
+fn labelled_gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (String, i64)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+    for (client, value) in values {
+        let labels = [("client", client)];
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> std::fmt::Result {
@@ -320,7 +382,7 @@ impl Exporter {
         );
         registry.register(
             "scim_requests",
-            "SCIM requests by client, method and status.",
+            "SCIM requests by client, operation, method and status.",
             metrics.scim_requests.clone(),
         );
         registry.register_collector(Box::new(sources));

@@ -31,7 +31,26 @@ pub struct PolicyRuntime {
     /// A digest of the policy files last compiled, so that events that do
     /// not change any file (an editor touching it) do not swap the policy.
     fingerprint: Mutex<u64>,
+    /// Called with the old and new policy after each reload that took
+    /// effect (high-risk alerts); set once at start.
+    on_reload: Hook,
 }
+
+#[derive(Default)]
+struct Hook(std::sync::OnceLock<ReloadHook>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Hook(set)"
+        } else {
+            "Hook(none)"
+        })
+    }
+}
+
+/// What runs after a reload: `(old, new)`.
+pub type ReloadHook = Box<dyn Fn(&Arc<Policy>, &Arc<Policy>) + Send + Sync>;
 
 /// Reload counters, for readiness output and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +79,16 @@ impl PolicyRuntime {
                 reloads: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
                 fingerprint: Mutex::new(fingerprint(&sources)),
+                on_reload: Hook::default(),
             },
             compiled.warnings,
         ))
+    }
+
+    /// Sets what runs after each reload that takes effect. Only the first
+    /// hook set is kept.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        let _ = self.on_reload.0.set(hook);
     }
 
     /// The current policy snapshot.
@@ -85,6 +111,7 @@ impl PolicyRuntime {
     /// Re-reads the policy directory and swaps in the new policy if the files
     /// changed and compile; returns whether the files' policy is live.
     pub fn reload(&self, trigger: &str) -> bool {
+        let before = self.current();
         let result = portcullis_policy::read_dir(&self.dir)
             .map_err(|e| vec![e])
             .and_then(|sources| {
@@ -107,6 +134,9 @@ impl PolicyRuntime {
                     tracing::warn!(warning = %w, "policy warning");
                 }
                 tracing::info!(trigger, generation = self.handle.generation(), "policy reloaded");
+                if let Some(hook) = self.on_reload.0.get() {
+                    hook(&before, &self.current());
+                }
                 true
             }
             Err(errors) => {

@@ -183,6 +183,16 @@ impl Scim {
         path == base || path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'))
     }
 
+    /// The SCIM operation a request asks for, as a fixed word for metrics
+    /// and logs: `create`, `get`, `list`, `search`, `replace`, `patch`,
+    /// `delete`, `bulk`, `discovery`, or `other` for anything no endpoint
+    /// answers. Classifies by method and path only, as [`Self::handle`]
+    /// routes (what the request then does, or whether it succeeds, is the
+    /// status's business).
+    pub fn operation(&self, method: &Method, path: &str) -> &'static str {
+        operation(self.base_path(), method, path)
+    }
+
     /// Answers one request. Never fails: errors become SCIM error responses.
     pub async fn handle<B>(&self, req: http::Request<B>) -> Resp
     where
@@ -1418,5 +1428,57 @@ fn hex_val(c: u8) -> Option<u8> {
         b'a'..=b'f' => Some(c - b'a' + 10),
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
+    }
+}
+
+/// See [`Scim::operation`].
+fn operation(base: &str, method: &Method, path: &str) -> &'static str {
+    let rest = path.strip_prefix(base).unwrap_or(path);
+    let seg: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match (seg.as_slice(), method) {
+        (["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..], &Method::GET) => "discovery",
+        (["Users" | "Groups"], &Method::GET) => "list",
+        (["Users" | "Groups"], &Method::POST) => "create",
+        (["Users" | "Groups", ".search"] | [".search"], &Method::POST) => "search",
+        (["Users" | "Groups", _], &Method::GET) => "get",
+        (["Users" | "Groups", _], &Method::PUT) => "replace",
+        (["Users" | "Groups", _], &Method::PATCH) => "patch",
+        (["Users" | "Groups", _], &Method::DELETE) => "delete",
+        (["Bulk"], &Method::POST) => "bulk",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod operation_tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_named_by_their_operation() {
+        let check = |method: Method, path: &str, expected: &str| {
+            assert_eq!(operation("/scim/v2", &method, path), expected, "{method} {path}");
+        };
+        check(Method::POST, "/scim/v2/Users", "create");
+        check(Method::POST, "/scim/v2/Groups", "create");
+        check(Method::GET, "/scim/v2/Users", "list");
+        check(Method::GET, "/scim/v2/Users/", "list");
+        check(Method::GET, "/scim/v2/Users/2819c223", "get");
+        check(Method::PUT, "/scim/v2/Groups/e9e30dba", "replace");
+        check(Method::PATCH, "/scim/v2/Users/2819c223", "patch");
+        check(Method::DELETE, "/scim/v2/Users/2819c223", "delete");
+        check(Method::POST, "/scim/v2/Users/.search", "search");
+        check(Method::POST, "/scim/v2/.search", "search");
+        check(Method::POST, "/scim/v2/Bulk", "bulk");
+        check(Method::GET, "/scim/v2/ServiceProviderConfig", "discovery");
+        check(
+            Method::GET,
+            "/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User",
+            "discovery",
+        );
+        check(Method::GET, "/scim/v2/ResourceTypes", "discovery");
+        check(Method::DELETE, "/scim/v2/Users", "other");
+        check(Method::GET, "/scim/v2/Bulk", "other");
+        check(Method::GET, "/scim/v2/Me", "other");
+        check(Method::GET, "/scim/v2/Users/a/b", "other");
     }
 }
