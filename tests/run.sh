@@ -20,13 +20,8 @@ step "unit and integration tests"
 # The real-browser sign-in tests must run here, not skip.
 PORTCULLIS_E2E=require cargo test --workspace
 
-step "shipped configuration passes portcullis check"
-for config in deploy/examples/*.toml; do
-  cargo run -q -p portcullis -- check --config "$config"
-done
-
-step "policy tests"
-cargo run -q -p portcullis -- policy test --config deploy/examples/portcullis.toml
+step "deployment files: portcullis check and policy tests on every shipped configuration, manifests"
+./tests/deploy/check.sh
 
 step "SCIM compliance (scim2-tester against a running server)"
 ./tests/scim/compliance.sh
