@@ -16,13 +16,14 @@
 //! - `time` (second): when `log`/`try_log` was called, RFC 3339 UTC with
 //!   microseconds. `seq` gives the write order; between concurrent callers
 //!   `time` can be a little out of order.
-//! - the caller's fields, in the order its map yields them.
+//! - the caller's fields ([`Fields`], built on the caller's thread), in the
+//!   order they were added (a map's, in the order it yields them).
 //! - `prev` (last): hex SHA-256 of the previous line's bytes (without the
 //!   newline); 64 zeros for seq 1. The chain continues across files.
 //!
 //! Collisions: a caller field named `seq`, `time` or `prev` is not an error
-//! and is not lost: it is written with a `_` prefix (`_seq`), with more
-//! underscores if that name is taken too (`__seq`).
+//! and is not lost: it is written with a `_` prefix (`_seq`); from a map,
+//! with more underscores if that name is taken too (`__seq`).
 //!
 //! # Files
 //! `audit.log` is the current file. When a record would push it past
@@ -57,6 +58,7 @@ mod error;
 mod files;
 mod line;
 mod query;
+mod record;
 mod verify;
 mod writer;
 
@@ -64,6 +66,7 @@ pub use error::AuditError;
 pub use files::{files_of, head_path};
 pub use line::{GENESIS_PREV, line_hash};
 pub use query::{Query, QueryIter, query};
+pub use record::Fields;
 pub use verify::{Broken, Problem, VerifyReport, verify};
 #[doc(hidden)]
 pub use writer::WriterPause;

@@ -2,19 +2,19 @@
 //! hashed, and the few fields read back from a line without trusting it.
 //!
 //! A line is `{"seq":N,"time":"…","<caller fields>…","prev":"<hex>"}`: the
-//! writer's fields first, the caller's fields in the order their map yields
-//! them, `prev` last. The format is written by hand rather than by
+//! writer's fields first, the caller's [`Fields`] in the order they were
+//! added, `prev` last. The format is written by hand rather than by
 //! serializing a map so that the field order does not depend on
 //! serde_json's `preserve_order` feature. This module does no I/O.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 
 use crate::fields::{PREV, SEQ, TIME};
+use crate::record::Fields;
 
 /// The `prev` of the very first record of a chain: 64 zeros.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -48,28 +48,10 @@ pub(crate) fn format_time(at: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// The name under which a caller field is written: its own name, unless it
-/// collides with a writer field (`seq`, `time`, `prev`), in which case it is
-/// prefixed with `_` as many times as needed to be unique in the record.
-fn caller_key<'a>(key: &'a str, fields: &Map<String, Value>) -> std::borrow::Cow<'a, str> {
-    if key != SEQ && key != TIME && key != PREV {
-        return key.into();
-    }
-    let mut renamed = format!("_{key}");
-    while fields.contains_key(&renamed) {
-        renamed.insert(0, '_');
-    }
-    renamed.into()
-}
-
 /// One record as a line, without the newline.
-pub(crate) fn format_line(
-    seq: u64,
-    time: &str,
-    fields: &Map<String, Value>,
-    prev: &Hash,
-) -> Result<Vec<u8>, serde_json::Error> {
-    let mut line = Vec::with_capacity(160 + 32 * fields.len());
+pub(crate) fn format_line(seq: u64, time: &str, fields: &Fields, prev: &Hash) -> Vec<u8> {
+    let caller = fields.as_bytes();
+    let mut line = Vec::with_capacity(120 + caller.len());
     line.extend_from_slice(b"{\"");
     line.extend_from_slice(SEQ.as_bytes());
     line.extend_from_slice(b"\":");
@@ -77,19 +59,15 @@ pub(crate) fn format_line(
     line.extend_from_slice(b",\"");
     line.extend_from_slice(TIME.as_bytes());
     line.extend_from_slice(b"\":");
-    serde_json::to_writer(&mut line, time)?;
-    for (key, value) in fields {
-        line.push(b',');
-        serde_json::to_writer(&mut line, &caller_key(key, fields))?;
-        line.push(b':');
-        serde_json::to_writer(&mut line, value)?;
-    }
+    // Serializing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut line, time);
+    line.extend_from_slice(caller);
     line.extend_from_slice(b",\"");
     line.extend_from_slice(PREV.as_bytes());
     line.extend_from_slice(b"\":\"");
     line.extend_from_slice(hex::encode(prev).as_bytes());
     line.extend_from_slice(b"\"}");
-    Ok(line)
+    line
 }
 
 /// The writer fields of a line, parsed without the caller's fields.
@@ -120,7 +98,7 @@ pub(crate) fn parse_hash(text: &str) -> Option<Hash> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Map, Value, json};
 
     fn map(value: Value) -> Map<String, Value> {
         match value {
@@ -132,7 +110,7 @@ mod tests {
     #[test]
     fn colliding_keys_are_prefixed_until_unique() {
         let fields = map(json!({"seq": 9, "_seq": 8, "time": "t", "prev": "p", "user": "u"}));
-        let line = format_line(1, "now", &fields, &[0; 32]).expect("format");
+        let line = format_line(1, "now", &Fields::from(fields), &[0; 32]);
         let parsed: Map<String, Value> = serde_json::from_slice(&line).expect("json");
         assert_eq!(parsed["seq"], json!(1));
         assert_eq!(parsed["__seq"], json!(9));

@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_audit::{AuditConfig, AuditError, AuditLog, AuditStats, fields, kinds};
+use portcullis_audit::{AuditConfig, AuditError, AuditLog, AuditStats, Fields, fields, kinds};
 use portcullis_directory::{Change, ChangeKind, Directory, Principal};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -51,7 +51,7 @@ pub struct Access<'a> {
     pub decision: &'a str,
     /// Why a request was refused (the error code), if it was.
     pub reason: Option<&'a str>,
-    pub rule: Option<String>,
+    pub rule: Option<&'a str>,
     pub roles: Option<&'a [Box<str>]>,
     pub status: u16,
     pub upstream: Option<Duration>,
@@ -85,33 +85,34 @@ impl Audit {
         self.log.sync()
     }
 
-    /// Records one access decision.
+    /// Records one access decision. The record is serialized here, on the
+    /// request's thread, into one buffer (see `portcullis_audit::Fields`).
     pub fn access(&self, a: &Access<'_>) {
-        let mut r = Map::with_capacity(14);
-        r.insert(fields::KIND.into(), kinds::ACCESS.into());
-        r.insert("request_id".into(), a.request_id.into());
-        r.insert(fields::USER.into(), a.user.map_or(Value::Null, Value::from));
-        r.insert("client_ip".into(), a.client_ip.to_string().into());
-        r.insert(fields::ROUTE.into(), a.route.map_or(Value::Null, Value::from));
-        r.insert("method".into(), a.method.into());
-        r.insert("path".into(), a.path.into());
-        r.insert(fields::DECISION.into(), a.decision.into());
+        let mut r = Fields::with_capacity(384);
+        r.str(fields::KIND, Some(kinds::ACCESS))
+            .str("request_id", Some(a.request_id))
+            .str(fields::USER, a.user)
+            .add("client_ip", &a.client_ip)
+            .str(fields::ROUTE, a.route)
+            .str("method", Some(a.method))
+            .str("path", Some(a.path))
+            .str(fields::DECISION, Some(a.decision));
         if let Some(reason) = a.reason {
-            r.insert("reason".into(), reason.into());
+            r.str("reason", Some(reason));
         }
-        r.insert("rule".into(), a.rule.clone().map_or(Value::Null, Value::from));
+        r.str("rule", a.rule);
         if let Some(roles) = a.roles {
-            r.insert("roles".into(), roles.iter().map(|r| Value::from(&**r)).collect());
+            r.strs("roles", roles.iter().map(|r| &**r));
         }
-        r.insert("status".into(), a.status.into());
+        r.add("status", &a.status);
         if let Some(up) = a.upstream {
-            r.insert("upstream_ms".into(), millis(up));
+            r.add("upstream_ms", &millis(up));
         }
-        r.insert("total_ms".into(), millis(a.total));
+        r.add("total_ms", &millis(a.total));
         self.submit(r);
     }
 
-    fn submit(&self, record: Map<String, Value>) {
+    fn submit(&self, record: impl Into<Fields>) {
         if let Err(e) = self.log.log(record) {
             tracing::error!(error = %e, "cannot write an audit record");
         }
@@ -148,9 +149,9 @@ impl Audit {
     }
 }
 
-fn millis(d: Duration) -> Value {
-    // Milliseconds with microsecond resolution.
-    json!(d.as_micros() as f64 / 1000.0)
+/// Milliseconds with microsecond resolution.
+fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
 }
 
 /// The audit record of one directory change.

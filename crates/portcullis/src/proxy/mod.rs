@@ -307,7 +307,7 @@ impl Inner {
             path: ctx.path.as_deref().unwrap_or(raw_path),
             decision,
             reason: ctx.reason,
-            rule: ctx.rule.clone(),
+            rule: ctx.rule.as_deref(),
             roles: ctx.resolved.as_ref().map(|r| &r.role_names[..]),
             status,
             upstream: ctx.upstream,
