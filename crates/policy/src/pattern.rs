@@ -3,9 +3,13 @@
 //! by the compiler's unreachable-rule warning.
 //!
 //! Syntax: a pattern starts with `/` and is split into segments at `/`.
-//! A segment `**` matches zero or more whole path segments; `*` inside a
-//! segment matches any run of characters other than `/` (possibly empty); all
-//! other characters are literal. Patterns are written in the *normalized*
+//! A segment `**` matches zero or more whole path segments; a segment `*`
+//! matches any one segment; `*` among other characters in a segment matches
+//! any run of characters other than `/` (possibly empty), except that such a
+//! segment never matches a segment holding a list separator (`,` or its
+//! escape `%2C`): Elasticsearch and OpenSearch read `logs-a,secret` as two
+//! targets, so `logs-*` must not grant `logs-*,secret`. All other characters
+//! are literal. Patterns are written in the *normalized*
 //! form of paths (see [`crate::normalize_path`]), which is why `.`/`..`
 //! segments, `//`, `%`, `?`, `#`, backslashes and characters that
 //! normalization would percent-encode are rejected instead of silently never
@@ -39,11 +43,25 @@ pub enum PatternError {
     /// A character that never appears unencoded in a normalized path.
     #[error("character {0:?} is not allowed in a pattern")]
     Character(char),
+    /// `,` in a segment that also has `*`: such a segment never matches a
+    /// list of targets.
+    #[error(
+        "\",\" cannot share a segment with \"*\" (a partial wildcard never matches a comma-separated list; write one path per target)"
+    )]
+    CommaInGlob,
 }
 
 /// Characters that may appear literally: RFC 3986 `pchar` without `%`, plus `/`.
 fn is_pattern_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/".contains(c)
+}
+
+/// Whether a normalized path segment names several targets, the way
+/// Elasticsearch's multi-target syntax does (`a,b`). Normalization keeps
+/// escapes of `,` as upper-case `%2C`.
+#[inline]
+fn is_list(seg: &str) -> bool {
+    seg.contains(',') || seg.contains("%2C")
 }
 
 /// One segment of a compiled pattern.
@@ -97,6 +115,9 @@ impl Glob {
 
     #[inline]
     fn matches(&self, seg: &str) -> bool {
+        if is_list(seg) {
+            return false;
+        }
         if seg.len() < self.min_len || !seg.starts_with(&*self.prefix) || !seg.ends_with(&*self.suffix) {
             return false;
         }
@@ -150,6 +171,7 @@ impl Pattern {
                 "**" => Seg::Rest,
                 "*" => Seg::Star,
                 s if s.contains("**") => return Err(PatternError::DoubleStarInSegment),
+                s if s.contains('*') && s.contains(',') => return Err(PatternError::CommaInGlob),
                 s if s.contains('*') => Seg::Glob(Glob::parse(s)),
                 s => Seg::Literal(s.into()),
             });

@@ -68,6 +68,20 @@ fn matching() {
         ("/*x*", "/abxcd", true),
         ("/*x*", "/abcd", false),
         ("/caf*", "/caf%C3%A9", true),
+        // a partial wildcard never matches a list of targets (raw or
+        // escaped comma), so `logs-*` cannot be stretched to another index
+        ("/logs-*/_search", "/logs-*,secret/_search", false),
+        ("/logs-*/_search", "/logs-a,secret/_search", false),
+        ("/logs-*/_search", "/logs-a%2Csecret/_search", false),
+        ("/logs-*/_search", "/logs-a,logs-b/_search", false),
+        ("/*-prod/x", "/secret,es-prod/x", false),
+        ("/a*b*c", "/a,b,c", false),
+        ("/**/logs-*", "/x/logs-a,b", false),
+        // a whole-segment `*` is any target, lists included; a literal
+        // list matches itself only
+        ("/*/_search", "/a,b/_search", true),
+        ("/logs-a,logs-b/_search", "/logs-a,logs-b/_search", true),
+        ("/logs-a,logs-b/_search", "/logs-a,logs-b,secret/_search", false),
         // inputs that are not normalized never panic, and do not match
         ("/a", "a", false),
         ("/**", "", false),
@@ -108,6 +122,9 @@ fn bad_patterns() {
         ("/a\\b", Err(PatternError::Character('\\'))),
         ("/é", Err(PatternError::Character('é'))),
         ("/a\u{0}", Err(PatternError::Character('\u{0}'))),
+        ("/logs-*,metrics-*/_search", Err(PatternError::CommaInGlob)),
+        ("/a,*", Err(PatternError::CommaInGlob)),
+        ("/a,b/*", Ok(())),
     ];
     for (pattern, expected) in table {
         check_error(pattern, expected.clone());
