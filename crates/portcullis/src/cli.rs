@@ -540,8 +540,8 @@ fn check(path: &Path) -> ExitCode {
 }
 
 /// Checks what the configuration points at: secrets can be read and are
-/// well-formed, the store (if it exists) opens and is consistent, the policy
-/// directory exists. Returns one message per problem.
+/// well-formed, certificate and key files load, the store (if it exists)
+/// opens and is consistent, the policy directory exists and compiles. Returns one message per problem.
 pub fn check_references(config: &Config, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, client) in config.scim.clients.iter().enumerate() {
@@ -582,6 +582,23 @@ pub fn check_references(config: &Config, env: impl Fn(&str) -> Option<String>) -
         {
             problems.extend(errors.iter().map(|e| e.to_string()));
         }
+    }
+    if let Some(oidc) = &config.oidc {
+        if let Some(secret) = oidc.client.as_ref().and_then(|c| c.client_secret.as_ref())
+            && let Err(e) = secret.resolve(&env)
+        {
+            problems.push(format!("oidc.client_secret: {e}"));
+        }
+        if let Some(ca) = &oidc.ca_file
+            && let Err(e) = crate::tls::load_certs(ca)
+        {
+            problems.push(format!("oidc.ca_file: {e}"));
+        }
+    }
+    if let Some(ca) = &config.alerts.webhook_ca
+        && let Err(e) = crate::tls::load_certs(ca)
+    {
+        problems.push(format!("alerts.webhook_ca: {e}"));
     }
     if let Some(tls) = &config.server.tls
         && let Err(e) = crate::tls::ServerCert::load(&tls.cert, &tls.key)

@@ -64,7 +64,10 @@ fn check_follows_references() {
          [server.tls]\ncert = \"missing.crt\"\nkey = \"missing.key\"\n\
          [assertion]\nkey_file = \"missing.pem\"\n\
          [[routes]]\nname = \"es\"\nupstream = \"https://127.0.0.1:9200\"\nupstream_ca = \"no-ca.pem\"\n\
-         [routes.credentials]\nbasic_file = \"no-secret\"\n",
+         [routes.credentials]\nbasic_file = \"no-secret\"\n\
+         [oidc]\nissuer = \"https://idp.example.com\"\nca_file = \"no-idp-ca.pem\"\n\
+         client_id = \"portcullis\"\nclient_secret_file = \"no-client-secret\"\n\
+         [alerts]\nwebhook = \"https://hooks.example.com/x\"\nwebhook_ca = \"no-hook-ca.pem\"\n",
     );
     let out = portcullis()
         .env_remove("PORTCULLIS_TEST_UNSET_VAR")
@@ -94,6 +97,15 @@ fn check_follows_references() {
         "{err}"
     );
     assert!(err.contains("routes[0].credentials: cannot read secret file"), "{err}");
+    assert!(err.contains("oidc.client_secret: cannot read secret file"), "{err}");
+    assert!(
+        err.contains("oidc.ca_file: cannot read") && err.contains("no-idp-ca.pem"),
+        "{err}"
+    );
+    assert!(
+        err.contains("alerts.webhook_ca: cannot read") && err.contains("no-hook-ca.pem"),
+        "{err}"
+    );
 
     let good = write_config(tmp.path(), "[store]\npath = \"data\"\n");
     let out = portcullis()
