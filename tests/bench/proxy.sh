@@ -6,9 +6,17 @@
 #   apache        Apache (event MPM) + mod_auth_openidc validating an RS256
 #                 bearer JWT against a JWKS and requiring a groups claim
 #   portcullis    bearer JWT, user bound over SCIM, policy by SCIM group
+#   audited       the same Portcullis with the audit trail recording every
+#                 decision to a file (the audit target compares the two)
+#   signed-in     Portcullis with browser sign-in: a session cookie from a
+#                 real code flow against the development OpenID Provider
+#   apache-session  Apache + mod_auth_openidc as an OpenID relying party,
+#                 with its session cookie from the same provider
 #
-# A test identity provider (an RSA key, a JWKS and a discovery document
-# served by python3) is made with openssl and python3 alone. Every process
+# A test identity provider for bearer tokens (an RSA key, a JWKS and a
+# discovery document served by python3) is made with openssl and python3
+# alone; the signed-in legs sign in, with python3's urllib, against the
+# development provider (`dev-idp` of crates/devidp). Every process
 # this script starts lives in a temporary directory and is stopped, by pid,
 # on exit. See tests/bench/README.md for what is measured and the targets.
 #
@@ -17,9 +25,11 @@
 # gives medians, with each ratio taken within a round, since this machine's
 # speed drifts between runs),
 # IDLE_CONNECTIONS (10000), IDLE_PEERS ("nginx portcullis"),
-# PORTCULLIS_BIN (skip the build and use this binary), PORTCULLIS_LOG (warn),
+# PORTCULLIS_BIN (skip the build and use this binary), DEV_IDP_BIN (the
+# same for the development provider), PORTCULLIS_LOG (warn),
 # KEEP_WORKDIR=1 (keep the temporary directory and its logs), PERF=1 (with
-# KEEP_WORKDIR=1: record a CPU profile of Portcullis during its load run).
+# KEEP_WORKDIR=1: record a CPU profile of Portcullis during its load run;
+# PERF_LEG=audited or signed-in profiles that leg instead).
 #
 # Exit status: 0 when every leg ran (whether or not the targets are met),
 # 1 when something failed to run; the table is printed either way.
@@ -136,6 +146,14 @@ else
   bin=$target_dir/release/portcullis
 fi
 [ -x "$bin" ] || die "no portcullis binary at $bin"
+if [ -n "${DEV_IDP_BIN:-}" ]; then
+  devidp_bin=$DEV_IDP_BIN
+else
+  say "building the development OpenID Provider (release)"
+  (cd "$repo" && cargo build --release -p portcullis-devidp --bin dev-idp)
+  devidp_bin=${target_dir:-$repo/target}/release/dev-idp
+fi
+[ -x "$devidp_bin" ] || die "no dev-idp binary at $devidp_bin"
 
 # ---------------------------------------------------------------------------
 # Work directory, processes, cleanup
@@ -231,22 +249,26 @@ mb() { awk -v kb="$1" 'BEGIN { printf "%.1f MB", kb / 1024 }'; }
 # that none is handed out twice.
 ports=$(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(7)]
+socks = [socket.socket() for _ in range(13)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 )
-read -r port_idp port_idp_tls port_upstream port_nginx port_apache port_portcullis port_admin <<<"$ports"
-[ -n "$port_admin" ] || die "could not pick free ports"
+read -r port_idp port_idp_tls port_upstream port_nginx port_apache port_portcullis port_admin \
+  port_audited port_audited_admin port_devidp port_session port_session_admin port_apache_session <<<"$ports"
+[ -n "$port_apache_session" ] || die "could not pick free ports"
 
 # Results, by leg.
-legs=(upstream nginx apache portcullis)
+legs=(upstream nginx apache portcullis audited signed-in apache-session)
 declare -A label=(
   [upstream]="upstream (direct)"
   [nginx]="nginx proxy_pass"
   [apache]="apache mod_auth_openidc"
   [portcullis]="portcullis"
+  [audited]="portcullis + audit trail"
+  [signed-in]="portcullis, session cookie"
+  [apache-session]="apache oidc, session cookie"
 )
 declare -A failure=() rps=() p50=() p99=() socket_errors=() pid_of=()
 fail_leg() {
@@ -407,6 +429,63 @@ token_bob_claims=$(mint "$idp/key.pem" bob@example.com '["bench-readers"]')
 token_forged=$(mint "$idp/other-key.pem" alice@example.com '["bench-readers"]')
 auth=(-H "Authorization: Bearer $token")
 
+# The development OpenID Provider for the signed-in legs: one confidential
+# client whose redirect URIs are Portcullis's callback and Apache's.
+say "development OpenID Provider on 127.0.0.1:$port_devidp"
+devidp_secret=$(openssl rand -hex 24)
+devidp_issuer="http://127.0.0.1:$port_devidp"
+spawn "$work/devidp.log" "$devidp_bin" "127.0.0.1:$port_devidp" bench "$devidp_secret" \
+  "http://127.0.0.1:$port_session/.portcullis/callback,http://127.0.0.1:$port_apache_session/redirect_uri" \
+  alice:alice-pw:alice@example.com bob:bob-pw:bob@example.com
+pid_of[devidp]=$started
+wait_http "$devidp_issuer/.well-known/openid-configuration" '^200$' 10 "${pid_of[devidp]}" ||
+  { log_tail "$work/devidp.log"; die "the development OpenID Provider did not start"; }
+
+# signin START_URL USER PASSWORD COOKIE_NAME: signs in through a browser
+# flow (redirect to the provider, its login form, the callback) with a
+# cookie jar and prints "COOKIE_NAME=value" of the proxy's session cookie.
+cat >"$work/signin.py" <<'PY'
+import html.parser, http.cookiejar, sys, urllib.parse, urllib.request
+
+start, user, password, name = sys.argv[1:]
+
+
+class Form(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.action, self.fields = None, {}
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.action = a.get("action")
+        elif tag == "input" and a.get("name"):
+            self.fields[a["name"]] = a.get("value") or ""
+
+
+jar = http.cookiejar.CookieJar()
+opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+accept = {"Accept": "text/html"}
+page = opener.open(urllib.request.Request(start, headers=accept), timeout=10)
+form = Form()
+form.feed(page.read().decode())
+if form.action is None or "transaction" not in form.fields:
+    sys.exit(f"no login form at {page.geturl()}")
+form.fields.update(username=user, password=password)
+action = urllib.parse.urljoin(page.geturl(), form.action)
+data = urllib.parse.urlencode(form.fields).encode()
+try:
+    landed = opener.open(urllib.request.Request(action, data=data, headers=accept), timeout=10)
+    status = landed.status
+except urllib.error.HTTPError as e:
+    status = e.code  # a signed-in user the policy refuses lands on a 403
+cookies = [c for c in jar if c.name == name]
+if not cookies:
+    sys.exit(f"signed in (last status {status}) but got no {name} cookie")
+print(f"{name}={cookies[0].value}")
+PY
+signin() { timeout 30 python3 "$work/signin.py" "$@"; }
+
 # ---------------------------------------------------------------------------
 # Upstream and nginx
 # ---------------------------------------------------------------------------
@@ -530,6 +609,38 @@ CONF
 spawn "$apache/stdout.log" apache2 -d "$apache" -f "$apache/apache.conf" -DFOREGROUND
 pid_of[apache]=$started
 
+# The same Apache as an OpenID Connect relying party (browser sign-in with a
+# server-side session), against the development provider.
+apache_session=$work/apache-session
+mkdir -p "$apache_session/run" "$apache_session/htdocs"
+if [ "$(id -u)" -eq 0 ]; then chown www-data "$apache_session/run"; fi
+sed -e "s|$apache|$apache_session|g" -e "s|^Listen 127.0.0.1:$port_apache\$|Listen 127.0.0.1:$port_apache_session|" \
+  -e '/^# OAuth 2.0 resource server/,$d' "$apache/apache.conf" >"$apache_session/apache.conf"
+cat >>"$apache_session/apache.conf" <<CONF
+# OpenID Connect relying party: code flow with PKCE against the development
+# provider; the session lives in Apache's shared-memory cache, the browser
+# holds its cookie.
+OIDCProviderMetadataURL "$devidp_issuer/.well-known/openid-configuration"
+OIDCClientID bench
+OIDCClientSecret "$devidp_secret"
+OIDCRedirectURI "http://127.0.0.1:$port_apache_session/redirect_uri"
+OIDCCryptoPassphrase "$(openssl rand -hex 16)"
+OIDCScope "openid email"
+OIDCPKCEMethod S256
+OIDCRemoteUserClaim email
+OIDCSessionInactivityTimeout 3600
+
+ProxyRequests Off
+ProxyPass "/redirect_uri" "!"
+ProxyPass "/" "http://127.0.0.1:$port_upstream/" max=64 ttl=60
+<Location "/">
+  AuthType openid-connect
+  Require claim email:alice@example.com
+</Location>
+CONF
+spawn "$apache_session/stdout.log" apache2 -d "$apache_session" -f "$apache_session/apache.conf" -DFOREGROUND
+pid_of[apache-session]=$started
+
 for leg in upstream nginx; do
   wait_http "http://127.0.0.1:$([ "$leg" = upstream ] && echo "$port_upstream" || echo "$port_nginx")/" '^200$' 15 "${pid_of[$leg]}" ||
     { log_tail "$work/$leg/error.log"; log_tail "$work/$leg/stdout.log"; die "$leg nginx did not start"; }
@@ -539,22 +650,35 @@ if ! wait_http "http://127.0.0.1:$port_apache/" '^[1-5][0-9][0-9]$' 15 "${pid_of
   log_tail "$apache/error.log"
   log_tail "$apache/stdout.log"
 fi
+if ! wait_http "http://127.0.0.1:$port_apache_session/" '^[1-5][0-9][0-9]$' 15 "${pid_of[apache-session]}"; then
+  fail_leg apache-session "apache (relying party) did not start"
+  log_tail "$apache_session/error.log"
+  log_tail "$apache_session/stdout.log"
+fi
 
 # ---------------------------------------------------------------------------
 # Portcullis
 # ---------------------------------------------------------------------------
-say "portcullis on 127.0.0.1:$port_portcullis (admin 127.0.0.1:$port_admin): $bin"
-pc=$work/portcullis
+# start_portcullis LEG PORT ADMIN_PORT EXTRA_TOML [OIDC_TOML]: a Portcullis
+# in its own directory with its own store, alice and bob provisioned over
+# SCIM. OIDC_TOML replaces the bearer-token issuer's [oidc] table.
+start_portcullis() {
+local leg=$1 port=$2 admin_port=$3 extra=$4
+local oidc=${5:-"[oidc]
+issuer = \"$issuer\"
+audiences = [\"bench\"]"}
+say "$leg on 127.0.0.1:$port (admin 127.0.0.1:$admin_port): $bin"
+local pc=$work/$leg
 mkdir -p "$pc/policies"
 scim_token=$(openssl rand -hex 32)
 scim_hash=$(printf %s "$scim_token" | sha256sum | cut -d' ' -f1)
 cat >"$pc/portcullis.toml" <<TOML
 [server]
-listen = "127.0.0.1:$port_portcullis"
-public_url = "http://127.0.0.1:$port_portcullis"
+listen = "127.0.0.1:$port"
+public_url = "http://127.0.0.1:$port"
 
 [admin]
-listen = "127.0.0.1:$port_admin"
+listen = "127.0.0.1:$admin_port"
 
 [store]
 path = "$pc/store"
@@ -569,14 +693,12 @@ path = "/scim/v2"
 name = "bench"
 token_sha256 = "$scim_hash"
 
-[oidc]
-issuer = "$issuer"
-audiences = ["bench"]
+$oidc
 
 [identity]
 claim = "email"
 attribute = "userName"
-
+$extra
 [[routes]]
 name = "bench"
 upstream = "http://127.0.0.1:$port_upstream"
@@ -597,22 +719,15 @@ else
   log_tail "$pc/check.log" 20
 fi
 
-portcullis_url="http://127.0.0.1:$port_portcullis"
-scim() { # METHOD PATH JSON -> body in $work/scim-body, status on stdout
-  curl -s -o "$work/scim-body" -w '%{http_code}' --max-time 10 -X "$1" \
-    -H "Authorization: Bearer $scim_token" -H 'Content-Type: application/scim+json' \
-    --data "$3" "$portcullis_url/scim/v2$2" 2>/dev/null || true
-}
-json_id() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$work/scim-body"; }
-
+portcullis_url="http://127.0.0.1:$port"
 spawn "$pc/portcullis.log" env PORTCULLIS_LOG="$PORTCULLIS_LOG" "$bin" serve --config "$pc/portcullis.toml"
-pid_of[portcullis]=$started
-if ! wait_http "http://127.0.0.1:$port_admin/readyz" '^200$' 30 "${pid_of[portcullis]}"; then
-  if kill -0 "${pid_of[portcullis]}" 2>/dev/null; then
-    fail_leg portcullis "/readyz did not answer 200 within 30 s"
+pid_of[$leg]=$started
+if ! wait_http "http://127.0.0.1:$admin_port/readyz" '^200$' 30 "${pid_of[$leg]}"; then
+  if kill -0 "${pid_of[$leg]}" 2>/dev/null; then
+    fail_leg "$leg" "/readyz did not answer 200 within 30 s"
   else
-    wait "${pid_of[portcullis]}" 2>/dev/null && exit_code=0 || exit_code=$?
-    fail_leg portcullis "portcullis serve exited with status $exit_code"
+    wait "${pid_of[$leg]}" 2>/dev/null && exit_code=0 || exit_code=$?
+    fail_leg "$leg" "portcullis serve exited with status $exit_code"
   fi
   log_tail "$pc/portcullis.log"
 else
@@ -629,7 +744,55 @@ else
     code=$(scim POST /Groups "{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:Group\"],\"displayName\":\"bench-readers\",\"members\":[{\"value\":\"$alice_id\"}]}")
   fi
   if [ "$code" != 201 ]; then
-    fail_leg portcullis "SCIM provisioning answered $code: $(head -c 200 "$work/scim-body" 2>/dev/null || true)"
+    fail_leg "$leg" "SCIM provisioning answered $code: $(head -c 200 "$work/scim-body" 2>/dev/null || true)"
+  fi
+fi
+}
+scim() { # METHOD PATH JSON -> body in $work/scim-body, status on stdout
+  curl -s -o "$work/scim-body" -w '%{http_code}' --max-time 10 -X "$1" \
+    -H "Authorization: Bearer $scim_token" -H 'Content-Type: application/scim+json' \
+    --data "$3" "$portcullis_url/scim/v2$2" 2>/dev/null || true
+}
+json_id() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$work/scim-body"; }
+
+start_portcullis audited "$port_audited" "$port_audited_admin" "
+[audit]
+path = \"$work/audited/audit/audit.log\"
+"
+start_portcullis signed-in "$port_session" "$port_session_admin" "" "[oidc]
+issuer = \"$devidp_issuer\"
+client_id = \"bench\"
+client_secret = \"$devidp_secret\"
+scopes = [\"openid\", \"email\"]"
+start_portcullis portcullis "$port_portcullis" "$port_admin" ""
+pc=$work/portcullis
+
+# Session cookies, from real sign-ins.
+declare -A header_of=(
+  [upstream]="Authorization: Bearer $token"
+  [nginx]="Authorization: Bearer $token"
+  [apache]="Authorization: Bearer $token"
+  [portcullis]="Authorization: Bearer $token"
+  [audited]="Authorization: Bearer $token"
+)
+if [ -z "${failure[signed-in]:-}" ]; then
+  if cookie=$(signin "http://127.0.0.1:$port_session/" alice alice-pw _portcullis 2>"$work/signin-alice.log"); then
+    header_of[signed-in]="Cookie: $cookie"
+  else
+    fail_leg signed-in "alice's sign-in failed: $(tail -n 2 "$work/signin-alice.log" | tr '\n' ' ')"
+  fi
+  if cookie=$(signin "http://127.0.0.1:$port_session/" bob bob-pw _portcullis 2>"$work/signin-bob.log"); then
+    bob_session="Cookie: $cookie"
+  else
+    fail_leg signed-in "bob's sign-in failed: $(tail -n 2 "$work/signin-bob.log" | tr '\n' ' ')"
+  fi
+fi
+if [ -z "${failure[apache-session]:-}" ]; then
+  if cookie=$(signin "http://127.0.0.1:$port_apache_session/" alice alice-pw mod_auth_openidc_session 2>"$work/signin-apache.log"); then
+    header_of[apache-session]="Cookie: $cookie"
+  else
+    fail_leg apache-session "alice's sign-in failed: $(tail -n 2 "$work/signin-apache.log" | tr '\n' ' ')"
+    log_tail "$apache_session/error.log"
   fi
 fi
 
@@ -640,22 +803,37 @@ declare -A url_of=(
   [upstream]="http://127.0.0.1:$port_upstream/"
   [nginx]="http://127.0.0.1:$port_nginx/"
   [apache]="http://127.0.0.1:$port_apache/"
-  [portcullis]="$portcullis_url/"
+  [portcullis]="http://127.0.0.1:$port_portcullis/"
+  [audited]="http://127.0.0.1:$port_audited/"
+  [signed-in]="http://127.0.0.1:$port_session/"
+  [apache-session]="http://127.0.0.1:$port_apache_session/"
 )
 
 say "checks"
 for leg in "${legs[@]}"; do
   [ -z "${failure[$leg]:-}" ] || continue
   echo "  ${label[$leg]} (${url_of[$leg]})"
+  case $leg in
+    signed-in | apache-session)
+      expect_status "$leg" "alice's session cookie" 200 "${url_of[$leg]}" -H "${header_of[$leg]:-}"
+      expect_status "$leg" "a browser without a session" 302 "${url_of[$leg]}" -H "Accept: text/html"
+      if [ "$leg" = signed-in ]; then
+        expect_status "$leg" "bob's session cookie (not in the group)" 403 "${url_of[$leg]}" -H "${bob_session:-}"
+        expect_status "$leg" "a forged session cookie" 302 "${url_of[$leg]}" -H "Accept: text/html" \
+          -H "Cookie: _portcullis=$(openssl rand -base64 32 | tr '+/' '-_' | tr -d '=')"
+      fi
+      continue
+      ;;
+  esac
   expect_status "$leg" "alice's token" 200 "${url_of[$leg]}" "${auth[@]}"
   case $leg in
-    apache | portcullis)
+    apache | portcullis | audited)
       expect_status "$leg" "no token" 401 "${url_of[$leg]}"
       expect_status "$leg" "alice's token signed by another key" 401 "${url_of[$leg]}" -H "Authorization: Bearer $token_forged"
       expect_status "$leg" "bob's token (not in the group)" 403 "${url_of[$leg]}" -H "Authorization: Bearer $token_bob"
       ;;
   esac
-  if [ "$leg" = portcullis ]; then
+  if [ "$leg" = portcullis ] || [ "$leg" = audited ]; then
     expect_status "$leg" "bob's token claiming bench-readers" 403 "${url_of[$leg]}" -H "Authorization: Bearer $token_bob_claims"
   fi
 done
@@ -679,23 +857,23 @@ for leg in "${legs[@]}"; do
   fi
   out=$work/wrk-$leg.txt
   if [ "$warmup_s" -gt 0 ]; then
-    timeout $((warmup_s + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout 5s "${auth[@]}" "${url_of[$leg]}" >/dev/null 2>&1 || true
+    timeout $((warmup_s + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout 5s -H "${header_of[$leg]}" "${url_of[$leg]}" >/dev/null 2>&1 || true
   fi
   perf_pid=
-  if [ "${PERF:-0}" = 1 ] && [ "$leg" = portcullis ] && command -v perf >/dev/null; then
+  if [ "${PERF:-0}" = 1 ] && [ "$leg" = "${PERF_LEG:-portcullis}" ] && command -v perf >/dev/null; then
     # A CPU profile of Portcullis under load, for `perf report -i`.
-    perf record -q -F 999 -g -e cpu-clock -p "${pid_of[portcullis]}" -o "$work/perf.data" \
+    perf record -q -F 999 -g -e cpu-clock -p "${pid_of[$leg]}" -o "$work/perf.data" \
       -- sleep "$duration_s" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   if ! timeout $((duration_s + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency \
-    -s "$work/report.lua" "${auth[@]}" "${url_of[$leg]}" >"$out" 2>&1; then
+    -s "$work/report.lua" -H "${header_of[$leg]}" "${url_of[$leg]}" >"$out" 2>&1; then
     fail_leg "$leg" "wrk failed: $(tail -n 3 "$out" | tr '\n' ' ')"
     continue
   fi
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
-    echo "  cpu profile of portcullis: perf report -i $work/perf.data"
+    echo "  cpu profile of $leg: perf report -i $work/perf.data"
   fi
   line=$(grep '^BENCH ' "$out" || true)
   if [ -z "$line" ]; then
@@ -905,11 +1083,41 @@ else
   target "portcullis req/s >= 0.9x nginx" FAIL "not measured"
   target "portcullis p99 <= nginx p99 + 1 ms" FAIL "not measured"
 fi
+if measured portcullis && measured audited; then
+  # Within each round, as for the nginx ratio.
+  costs=()
+  for round in $(seq 1 "$ROUNDS"); do
+    if [ -n "${rps_r[portcullis:$round]:-}" ] && [ -n "${rps_r[audited:$round]:-}" ]; then
+      costs+=("$(awk -v a="${rps_r[audited:$round]}" -v b="${rps_r[portcullis:$round]}" 'BEGIN { printf "%.2f", (1 - a / b) * 100 }')")
+    fi
+  done
+  value=$(median "${costs[@]}")
+  records=$(wc -l <"$work/audited/audit/audit.log" 2>/dev/null || echo 0)
+  target "audit trail costs < 10% of portcullis req/s" "$(awk -v v="$value" 'BEGIN { print (v < 10) ? "PASS" : "FAIL" }')" \
+    "${value}% (records written: $records; rotated files: $(ls "$work/audited/audit" | grep -c 'audit.log.0' || true))"
+else
+  target "audit trail costs < 10% of portcullis req/s" FAIL "not measured"
+fi
 if measured portcullis && measured apache; then
   value=$(awk -v a="${rps[portcullis]}" -v b="${rps[apache]}" 'BEGIN { printf "%.2f", a / b }')
   target "portcullis req/s >= 2x apache mod_auth_openidc" "$(awk -v v="$value" 'BEGIN { print (v >= 2) ? "PASS" : "FAIL" }')" "${value}x"
 else
   target "portcullis req/s >= 2x apache mod_auth_openidc" FAIL "not measured"
+fi
+if measured signed-in && measured nginx; then
+  value=$(awk -v v="${ratio_of[signed-in]}" 'BEGIN { printf "%.2f", v }')
+  target "signed-in req/s >= 0.9x nginx" "$(awk -v v="$value" 'BEGIN { print (v >= 0.9) ? "PASS" : "FAIL" }')" "${value}x"
+  value=$(awk -v v="${delta_of[signed-in]}" 'BEGIN { printf "%.3f", v }')
+  target "signed-in p99 <= nginx p99 + 1 ms" "$(awk -v v="$value" 'BEGIN { print (v <= 1) ? "PASS" : "FAIL" }')" "${value} ms"
+else
+  target "signed-in req/s >= 0.9x nginx" FAIL "not measured"
+  target "signed-in p99 <= nginx p99 + 1 ms" FAIL "not measured"
+fi
+if measured signed-in && measured apache-session; then
+  value=$(awk -v a="${rps[signed-in]}" -v b="${rps[apache-session]}" 'BEGIN { printf "%.2f", a / b }')
+  target "signed-in req/s >= 2x apache mod_auth_openidc with a session" "$(awk -v v="$value" 'BEGIN { print (v >= 2) ? "PASS" : "FAIL" }')" "${value}x"
+else
+  target "signed-in req/s >= 2x apache mod_auth_openidc with a session" FAIL "not measured"
 fi
 if [ -n "${idle_kb[portcullis]:-}" ] && [ "${idle_ok[portcullis]:-0}" = 1 ]; then
   target "portcullis RSS with $IDLE_CONNECTIONS idle connections < 200 MB" \
