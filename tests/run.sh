@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every unit and integration test,
-# and the checks on shipped configuration. This is the command the README
+# the README's demo command, and the checks on shipped configuration. This is the command the README
 # gives and the one CI runs (.ci/run). It installs nothing it does not need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,9 @@ step "browser test harness (chromium, oidc-provider, playwright-core)"
 step "unit and integration tests"
 # The real-browser sign-in tests must run here, not skip.
 PORTCULLIS_E2E=require cargo test --workspace
+
+step "the README's first command, as written (builds the release binary and runs the demo)"
+./tests/readme.sh
 
 step "deployment files: portcullis check and policy tests on every shipped configuration, manifests"
 ./tests/deploy/check.sh
