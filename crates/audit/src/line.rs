@@ -7,6 +7,8 @@
 //! serializing a map so that the field order does not depend on
 //! serde_json's `preserve_order` feature. This module does no I/O.
 
+use std::io::Write as _;
+
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -48,26 +50,69 @@ pub(crate) fn format_time(at: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// One record as a line, without the newline.
-pub(crate) fn format_line(seq: u64, time: &str, fields: &Fields, prev: &Hash) -> Vec<u8> {
-    let caller = fields.as_bytes();
-    let mut line = Vec::with_capacity(120 + caller.len());
+/// One record as a line, without the newline, into `line` (cleared first;
+/// the writer reuses one buffer for every record).
+pub(crate) fn format_line(line: &mut Vec<u8>, seq: u64, time: &str, fields: &Fields, prev: &Hash) {
+    line.clear();
     line.extend_from_slice(b"{\"");
     line.extend_from_slice(SEQ.as_bytes());
     line.extend_from_slice(b"\":");
-    line.extend_from_slice(seq.to_string().as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(line, "{seq}");
     line.extend_from_slice(b",\"");
     line.extend_from_slice(TIME.as_bytes());
     line.extend_from_slice(b"\":");
     // Serializing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut line, time);
-    line.extend_from_slice(caller);
+    let _ = serde_json::to_writer(&mut *line, time);
+    line.extend_from_slice(fields.as_bytes());
     line.extend_from_slice(b",\"");
     line.extend_from_slice(PREV.as_bytes());
     line.extend_from_slice(b"\":\"");
-    line.extend_from_slice(hex::encode(prev).as_bytes());
+    let mut hex = [0u8; 64];
+    // 32 bytes always fit 64 hex digits.
+    let _ = hex::encode_to_slice(prev, &mut hex);
+    line.extend_from_slice(&hex);
     line.extend_from_slice(b"\"}");
-    line
+}
+
+/// Formats the writer's timestamps, redoing the calendar part only when the
+/// second changes (a busy proxy writes thousands of records a second).
+#[derive(Debug, Default)]
+pub(crate) struct Clock {
+    /// The unix second of `prefix`, and `YYYY-MM-DDTHH:MM:SS` for it.
+    second: Option<i64>,
+    prefix: String,
+    text: String,
+}
+
+impl Clock {
+    /// The same text as [`format_time`].
+    pub(crate) fn format(&mut self, at: OffsetDateTime) -> &str {
+        let utc = at.to_offset(time::UtcOffset::UTC);
+        let second = utc.unix_timestamp();
+        if self.second != Some(second) {
+            let full = format_time(utc);
+            // `…:SS.ffffffZ`: everything before the dot is per second.
+            match full.find('.') {
+                Some(dot) if full.len() == dot + 8 => {
+                    self.prefix.clear();
+                    self.prefix.push_str(&full[..dot]);
+                    self.second = Some(second);
+                }
+                _ => {
+                    // Not the usual shape (a year beyond 9999): no caching.
+                    self.second = None;
+                    self.text = full;
+                    return &self.text;
+                }
+            }
+        }
+        self.text.clear();
+        self.text.push_str(&self.prefix);
+        // Writing into a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut self.text, format_args!(".{:06}Z", utc.microsecond()));
+        &self.text
+    }
 }
 
 /// The writer fields of a line, parsed without the caller's fields.
@@ -110,7 +155,8 @@ mod tests {
     #[test]
     fn colliding_keys_are_prefixed_until_unique() {
         let fields = map(json!({"seq": 9, "_seq": 8, "time": "t", "prev": "p", "user": "u"}));
-        let line = format_line(1, "now", &Fields::from(fields), &[0; 32]);
+        let mut line = Vec::new();
+        format_line(&mut line, 1, "now", &Fields::from(fields), &[0; 32]);
         let parsed: Map<String, Value> = serde_json::from_slice(&line).expect("json");
         assert_eq!(parsed["seq"], json!(1));
         assert_eq!(parsed["__seq"], json!(9));
@@ -120,6 +166,26 @@ mod tests {
         assert_eq!(parsed["time"], json!("now"));
         assert_eq!(parsed["prev"], json!(GENESIS_PREV));
         assert_eq!(parsed.len(), 8);
+    }
+
+    #[test]
+    fn the_clock_formats_as_format_time_does() {
+        let mut clock = Clock::default();
+        let base = time::macros::datetime!(2025-01-02 03:04:05 UTC);
+        for (secs, nanos) in [
+            (0, 0),
+            (0, 1_000),
+            (0, 123_456_789),
+            (0, 999_999_999),
+            (1, 7_000),
+            (61, 0),
+            (3600, 50_000),
+        ] {
+            let at = base + time::Duration::new(secs, nanos);
+            assert_eq!(clock.format(at), format_time(at), "{at}");
+        }
+        let other_zone = time::macros::datetime!(2025-01-02 03:04:05.25 +02:00);
+        assert_eq!(clock.format(other_zone), "2025-01-02T01:04:05.250000Z");
     }
 
     #[test]

@@ -200,6 +200,8 @@ impl AuditLog {
             last_error: String::new(),
             gave_up: false,
             lost: 0,
+            scratch: Vec::with_capacity(1024),
+            clock: line::Clock::default(),
         };
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let thread = std::thread::Builder::new()
@@ -564,6 +566,9 @@ struct Writer {
     gave_up: bool,
     /// Records accepted but never written.
     lost: u64,
+    /// Reused for every line, so that a record costs no allocation here.
+    scratch: Vec<u8>,
+    clock: line::Clock,
 }
 
 impl Writer {
@@ -664,8 +669,14 @@ impl Writer {
     /// Numbers, chains and queues one record for writing; rotates first if
     /// the record would not fit. On error nothing has changed.
     fn append(&mut self, fields: &Fields, at: OffsetDateTime) -> Result<(), std::io::Error> {
-        let time = line::format_time(at);
-        let line = line::format_line(self.next_seq, &time, fields, &self.prev);
+        let mut line = std::mem::take(&mut self.scratch);
+        line::format_line(&mut line, self.next_seq, self.clock.format(at), fields, &self.prev);
+        let result = self.append_line(&line);
+        self.scratch = line;
+        result
+    }
+
+    fn append_line(&mut self, line: &[u8]) -> Result<(), std::io::Error> {
         if let Some(sink) = self.sink.as_mut() {
             let needed = line.len() as u64 + 1;
             if self.max_file_bytes > 0 && sink.len > 0 && sink.len + needed > self.max_file_bytes {
@@ -680,17 +691,17 @@ impl Writer {
             }
             sink.ensure_open()?;
             sink.first_seq.get_or_insert(self.next_seq);
-            sink.pending.extend_from_slice(&line);
+            sink.pending.extend_from_slice(line);
             sink.pending.push(b'\n');
             sink.pending_records += 1;
             sink.len += needed;
         }
         if self.stdout {
-            self.stdout_buf.extend_from_slice(&line);
+            self.stdout_buf.extend_from_slice(line);
             self.stdout_buf.push(b'\n');
             self.stdout_records += 1;
         }
-        self.prev = line::hash(&line);
+        self.prev = line::hash(line);
         self.next_seq += 1;
         Ok(())
     }
