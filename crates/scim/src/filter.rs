@@ -1209,6 +1209,57 @@ fn project_attr(
     Some(out)
 }
 
+/// [`project`] for a resource the caller no longer needs: without
+/// `attributes` or `excludedAttributes` (what identity providers almost
+/// always send) the resource is trimmed in place, with no copy; otherwise
+/// it is projected as by [`project`].
+pub fn project_owned(
+    resource: Value,
+    schema: &ResourceSchema,
+    attributes: Option<&[AttrPath]>,
+    excluded: Option<&[AttrPath]>,
+) -> Value {
+    if attributes.is_some() || excluded.is_some() {
+        return project(&resource, schema, attributes, excluded);
+    }
+    let Value::Object(mut obj) = resource else {
+        return resource;
+    };
+    obj.retain(|k, v| {
+        if k.eq_ignore_ascii_case("schemas") {
+            return true;
+        }
+        if let Some(ext) = schema.extensions().iter().find(|e| e.id.eq_ignore_ascii_case(k)) {
+            let Value::Object(inner) = v else {
+                return false;
+            };
+            inner.retain(|k2, v2| keep_by_default(ext.attribute(k2), v2));
+            return !inner.is_empty();
+        }
+        keep_by_default(schema.top_attribute(k), v)
+    });
+    Value::Object(obj)
+}
+
+/// What [`project_attr`] does without `attributes` and `excluded`, in
+/// place: whether to keep the value, after dropping its never-returned
+/// sub-attributes.
+fn keep_by_default(attr: Option<&Attribute>, v: &mut Value) -> bool {
+    match attr.map_or(Returned::Default, |a| a.returned) {
+        Returned::Never | Returned::Request => false,
+        _ => match attr {
+            Some(a) if a.sub_attributes.iter().any(|s| s.returned == Returned::Never) => match strip_never(a, v) {
+                Some(stripped) => {
+                    *v = stripped;
+                    true
+                }
+                None => false,
+            },
+            _ => true,
+        },
+    }
+}
+
 /// Applies `returned` and the `attributes` / `excludedAttributes`
 /// parameters (RFC 7644 3.4.2.5, RFC 7643 section 7) to a full resource.
 ///

@@ -404,7 +404,7 @@ impl Scim {
             set_etag(&mut resp, &meta);
             return Ok(resp);
         }
-        let body = params.project(&self.inner.schemas, kind, &doc);
+        let body = params.project_owned(&self.inner.schemas, kind, doc);
         let mut resp = json_response(StatusCode::OK, &body);
         set_etag(&mut resp, &meta);
         Ok(resp)
@@ -460,8 +460,8 @@ impl Scim {
                 }
             };
             let page = page
-                .iter()
-                .map(|r| params.project(&self.inner.schemas, kind, r))
+                .into_iter()
+                .map(|r| params.project_owned(&self.inner.schemas, kind, r))
                 .collect();
             return Ok((total, page));
         }
@@ -497,10 +497,10 @@ impl Scim {
         }
         let total = matched.len();
         let page: Vec<Value> = matched
-            .iter()
+            .into_iter()
             .skip(start - 1)
             .take(count)
-            .map(|r| params.project(&self.inner.schemas, kind, r))
+            .map(|r| params.project_owned(&self.inner.schemas, kind, r))
             .collect();
         Ok((total, page))
     }
@@ -1043,6 +1043,16 @@ struct Params {
 }
 
 impl Params {
+    /// See [`filter::project_owned`].
+    fn project_owned(&self, schemas: &Schemas, kind: ResourceKind, doc: Value) -> Value {
+        filter::project_owned(
+            doc,
+            schemas.resource(kind),
+            self.attributes.as_deref(),
+            self.excluded.as_deref(),
+        )
+    }
+
     fn project(&self, schemas: &Schemas, kind: ResourceKind, doc: &Value) -> Value {
         filter::project(
             doc,

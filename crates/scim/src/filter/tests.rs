@@ -874,6 +874,11 @@ fn check_project(attributes: &str, excluded: &str, expected_keys: &[&str], probe
     let list = |l: &str| (!l.is_empty()).then(|| parse_attr_list(l).unwrap_or_else(|e| panic!("{l}: {e}")));
     let (a, x) = (list(attributes), list(excluded));
     let out = project(&bjensen(), s.resource(ResourceKind::User), a.as_deref(), x.as_deref());
+    assert_eq!(
+        project_owned(bjensen(), s.resource(ResourceKind::User), a.as_deref(), x.as_deref()),
+        out,
+        "project_owned and project differ for attributes={attributes:?} excludedAttributes={excluded:?}"
+    );
     let mut keys: Vec<&str> = out
         .as_object()
         .map(|m| m.keys().map(String::as_str).collect())
@@ -992,6 +997,10 @@ fn projection_of_groups() {
     let gs = s.resource(ResourceKind::Group);
     let excluded = parse_attr_list("members").unwrap_or_else(|e| panic!("{e}"));
     let out = project(&group(), gs, None, Some(&excluded));
+    assert_eq!(
+        project(&group(), gs, None, None),
+        project_owned(group(), gs, None, None)
+    );
     assert!(
         out.get("members").is_none() && out.get("displayName").is_some(),
         "{out}"
