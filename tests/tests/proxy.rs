@@ -1035,3 +1035,38 @@ async fn me_shows_groups_and_roles_as_they_are_now() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.body["error"], "deactivated");
 }
+
+#[tokio::test]
+async fn an_email_the_idp_has_not_verified_binds_nobody() {
+    let w = world().await;
+    w.user("reader@example.com", &["readers"]).await;
+    let mint = |verified: Option<Value>| {
+        let mut claims = json!({"sub": "r", "email": "reader@example.com"});
+        if let Some(v) = verified {
+            claims["email_verified"] = v;
+        }
+        w.idp.mint(Alg::Es256, claims)
+    };
+    for (verified, status) in [
+        (None, StatusCode::OK),
+        (Some(json!(true)), StatusCode::OK),
+        (Some(json!("true")), StatusCode::OK),
+        (Some(json!(false)), StatusCode::FORBIDDEN),
+        (Some(json!("False")), StatusCode::FORBIDDEN),
+    ] {
+        let r = w.get("/data/x", Some(&mint(verified.clone()))).await;
+        assert_eq!(r.status, status, "email_verified = {verified:?}: {}", r.text);
+        if status == StatusCode::FORBIDDEN {
+            assert_eq!(r.body["error"], "email_unverified", "{}", r.text);
+        }
+    }
+
+    // An operator who binds by email on purpose can turn the check off.
+    let lenient = world_with("\n[identity]\nrequire_verified_email = false\n").await;
+    lenient.user("reader@example.com", &["readers"]).await;
+    let token = lenient.idp.mint(
+        Alg::Es256,
+        json!({"sub": "r", "email": "reader@example.com", "email_verified": false}),
+    );
+    assert_eq!(lenient.get("/data/x", Some(&token)).await.status, StatusCode::OK);
+}

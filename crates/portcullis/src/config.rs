@@ -148,6 +148,9 @@ pub struct IdentityBinding {
     pub claim: String,
     /// The SCIM attribute the claim is looked up as.
     pub attribute: portcullis_directory::IdentityAttr,
+    /// With `claim = "email"`: refuse a token whose `email_verified` claim
+    /// is false (an address the IdP has not verified names nobody).
+    pub require_verified_email: bool,
 }
 
 /// Portcullis's own signed identity assertion for upstreams.
@@ -593,6 +596,8 @@ struct RawIdentity {
     claim: String,
     #[serde(default = "default_identity_attribute")]
     attribute: String,
+    #[serde(default = "default_true")]
+    require_verified_email: bool,
 }
 
 impl Default for RawIdentity {
@@ -600,6 +605,7 @@ impl Default for RawIdentity {
         RawIdentity {
             claim: default_identity_claim(),
             attribute: default_identity_attribute(),
+            require_verified_email: true,
         }
     }
 }
@@ -808,6 +814,9 @@ fn default_idle_timeout_session() -> String {
 }
 fn default_absolute_timeout() -> String {
     "24h".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_identity_claim() -> String {
     "email".into()
@@ -1221,6 +1230,7 @@ impl Validator<'_> {
             identity: IdentityBinding {
                 claim: raw.identity.claim,
                 attribute,
+                require_verified_email: raw.identity.require_verified_email,
             },
             assertion,
             audit,

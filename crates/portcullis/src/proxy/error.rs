@@ -24,6 +24,8 @@ pub enum Forbidden {
     Ambiguous,
     /// The user exists with `active = false`.
     Deactivated,
+    /// The token binds by email and says that the address is not verified.
+    EmailUnverified,
     /// None of the user's roles has a rule allowing the request.
     NoRoleAllows,
     /// A deny rule of one of the user's roles matched.
@@ -40,6 +42,7 @@ impl Forbidden {
             Forbidden::NotProvisioned => "not_provisioned",
             Forbidden::Ambiguous => "ambiguous_identity",
             Forbidden::Deactivated => "deactivated",
+            Forbidden::EmailUnverified => "email_unverified",
             Forbidden::NoRoleAllows => "no_role_allows",
             Forbidden::DeniedByRule => "denied_by_rule",
             Forbidden::SignInRefused => "sign_in_refused",

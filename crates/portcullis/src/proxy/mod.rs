@@ -348,11 +348,7 @@ impl Inner {
         ctx.wants_html = true;
         match endpoint {
             OwnEndpoint::Callback => {
-                let (resp, principal) = browser
-                    .callback(&req, |claims| {
-                        self.bind(claims.get(&self.binding.claim).and_then(|v| v.as_str()))
-                    })
-                    .await?;
+                let (resp, principal) = browser.callback(&req, |claims| self.bind(claims)).await?;
                 ctx.principal = Some(principal);
                 ctx.decision = Some("sign_in");
                 Ok(resp)
@@ -521,7 +517,7 @@ impl Inner {
                 token_given: true,
             },
         })?;
-        self.bind(verified.claim_str(&self.binding.claim))
+        self.bind(verified.claims())
     }
 
     fn authenticate_session(
@@ -551,10 +547,30 @@ impl Inner {
         }
     }
 
-    /// The identity claim's value -> one active directory user.
-    fn bind(&self, value: Option<&str>) -> Result<Arc<portcullis_directory::Principal>, ProxyError> {
+    /// A verified token's claims -> one active directory user, by the
+    /// identity claim's value.
+    fn bind(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Arc<portcullis_directory::Principal>, ProxyError> {
         let claim = &self.binding.claim;
-        let Some(value) = value else {
+        // An email the IdP has not verified can be anyone's (self-service
+        // sign-up, an editable profile field): binding by it would let them
+        // act as the directory user who owns that address. Absent means the
+        // IdP did not say (access tokens often leave it out); only an
+        // explicit false refuses. Some IdPs send the boolean as a string.
+        let unverified = match claims.get("email_verified") {
+            Some(serde_json::Value::Bool(verified)) => !verified,
+            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("false"),
+            _ => false,
+        };
+        if self.binding.require_verified_email && claim == "email" && unverified {
+            return Err(ProxyError::Forbidden {
+                reason: Forbidden::EmailUnverified,
+                message: "your identity provider says the email address in your token is not verified".into(),
+            });
+        }
+        let Some(value) = claims.get(claim).and_then(serde_json::Value::as_str) else {
             return Err(ProxyError::Forbidden {
                 reason: Forbidden::NotProvisioned,
                 message: format!("your identity provider did not send a {claim:?} claim to identify you by"),
