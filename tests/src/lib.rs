@@ -243,6 +243,24 @@ impl ScimClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> ScimResponse {
+        let (status, headers, body) = self.send_raw(method, path, body, headers).await;
+        let body = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("non-JSON SCIM body ({e}): {body:?}"))
+        };
+        ScimResponse { status, headers, body }
+    }
+
+    /// [`Self::send`] without parsing the answer: its status, headers and
+    /// body bytes (for load generators, which time the exchange alone).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let mut req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -268,12 +286,7 @@ impl ScimClient {
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
-        let body = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("non-JSON SCIM body ({e}): {body:?}"))
-        };
-        ScimResponse { status, headers, body }
+        (status, headers, body)
     }
 
     pub async fn get(&self, path: &str) -> ScimResponse {
