@@ -1070,3 +1070,26 @@ async fn an_email_the_idp_has_not_verified_binds_nobody() {
     );
     assert_eq!(lenient.get("/data/x", Some(&token)).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_email_passed_upstream_is_the_primary_one() {
+    let w = world().await;
+    let id = w
+        .scim
+        .create_user(json!({
+            "userName": "multi@example.com",
+            "emails": [
+                {"value": "old-address@example.com", "type": "home"},
+                {"value": "Main.Address@Example.com", "type": "work", "primary": "True"},
+            ],
+        }))
+        .await;
+    w.scim.add_member("readers", &id).await;
+    let token = w.token("multi@example.com");
+    let r = w.get("/data/x", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.upstream_header("x-portcullis-email").as_deref(),
+        Some("main.address@example.com")
+    );
+}

@@ -118,7 +118,7 @@ impl Identities {
         let mut role_names: Vec<Box<str>> = policy.role_names(&roles).map(Box::from).collect();
         role_names.sort();
         let user = self.directory.user(&principal.id);
-        let email = user.as_ref().and_then(|u| u.emails().next().map(Box::from));
+        let email = user.as_deref().and_then(primary_email);
         let display_name = user.as_ref().and_then(|u| u.display_name().map(Box::from));
         let groups_all: Vec<Box<str>> = principal.groups.iter().map(|g| Box::from(g.display_name())).collect();
         let groups_policy: Vec<Box<str>> = principal
@@ -220,6 +220,32 @@ fn encode(text: &str, list_item: bool) -> String {
         }
     }
     out
+}
+
+/// The user's primary email (RFC 7643 `primary: true`; some IdPs send it as
+/// the string `"true"`), else the first one, lower-cased as the directory
+/// indexes it.
+fn primary_email(user: &portcullis_directory::User) -> Option<Box<str>> {
+    let doc = user.doc();
+    let primary = doc
+        .get("emails")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|emails| {
+            emails.iter().find_map(|e| {
+                let flagged = match e.get("primary") {
+                    Some(serde_json::Value::Bool(b)) => *b,
+                    Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+                    _ => false,
+                };
+                flagged
+                    .then(|| e.get("value").and_then(serde_json::Value::as_str))
+                    .flatten()
+            })
+        });
+    match primary {
+        Some(p) => Some(p.to_lowercase().into()),
+        None => user.emails().next().map(Box::from),
+    }
 }
 
 #[cfg(test)]
