@@ -109,14 +109,27 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
             // We flush explicitly, in group commits; a timer flush would only
             // compete with them.
-            .flush_every_ms(None)
-            .open()
-            .map_err(open_err)?;
+            .flush_every_ms(None);
+        // sled releases its file lock when the last of its I/O jobs lets go
+        // of the file, a moment after the previous `Db` is dropped; a store
+        // reopened at once in the same process (a restart in tests, an
+        // embedded restart) can find it still held. Retry briefly; a lock
+        // held longer than that belongs to another process and is reported.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_contention(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        };
         let tree = db.open_tree(TREE).map_err(open_err)?;
         check_schema(path, &db, &tree)?;
         let sessions = crate::sessions::SessionStore::open(&db).map_err(open_err)?;
@@ -325,6 +338,18 @@ fn flush_loop(shared: &Shared, db: &sled::Db, on_durable: &OnDurable) {
             on_durable(published.seq);
         }
         shared.durable.send_replace(published);
+    }
+}
+
+/// How long [`Store::open`] waits for another holder of the store's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn is_lock_contention(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
     }
 }
 
