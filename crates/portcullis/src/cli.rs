@@ -91,6 +91,15 @@ pub enum Command {
         #[arg(long, global = true)]
         state_file: Option<PathBuf>,
     },
+    /// Each SCIM client's last successful push, from the running server.
+    /// Exits 0 when every feed is healthy, 2 when one has been silent longer
+    /// than `[alerts] scim_silence`, 1 when the server cannot be asked.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
     /// Access reviews, from the running server (or the store when none runs).
     Report {
         #[command(subcommand)]
@@ -129,6 +138,12 @@ pub enum ReportCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
         format: ReportFormat,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,6 +229,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::ScimToken { client } => scim_token(&client),
         Command::Audit { command } => audit(command),
         Command::Report { command } => report(command),
+        Command::Status { config, format } => status(&config, format),
         Command::Demo {
             action,
             listen,
@@ -233,6 +249,62 @@ pub fn main(cli: Cli) -> ExitCode {
                 Some(DemoAction::Reactivate { user }) => demo_action(&state_file, &user, true),
             }
         }
+    }
+}
+
+fn status(path: &Path, format: StatusFormat) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let body = match admin_get(&config, "/v1/status") {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            eprintln!(
+                "error: no server answers on the admin listener {}: feed status lives in the running server",
+                config.admin.listen
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let status: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: unexpected answer from the admin listener: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let clients = status["scim_clients"].as_array().cloned().unwrap_or_default();
+    match format {
+        StatusFormat::Json => println!("{status}"),
+        StatusFormat::Text => {
+            println!(
+                "{:<20} {:<28} {:>12}  state",
+                "scim client", "last success", "silent for"
+            );
+            for c in &clients {
+                let silent_for = c["silent_for_seconds"].as_u64().map_or_else(
+                    || "-".to_owned(),
+                    |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string(),
+                );
+                println!(
+                    "{:<20} {:<28} {:>12}  {}",
+                    c["client"].as_str().unwrap_or("?"),
+                    c["last_success"].as_str().unwrap_or("never"),
+                    silent_for,
+                    if c["silent"] == true { "SILENT" } else { "ok" }
+                );
+            }
+        }
+    }
+    if clients.iter().any(|c| c["silent"] == true) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -645,3 +645,93 @@ fn reports_read_the_store_when_no_server_runs() {
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
     assert_eq!(rows[0]["user"], "bob");
 }
+
+#[test]
+fn status_shows_each_scim_feed_and_exits_2_while_one_is_silent() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let token = "status-test-token";
+    let hash = portcullis_scim::auth::token_sha256_hex(token);
+    let other = portcullis_scim::auth::token_sha256_hex("another-token");
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n[store]\npath = \"data\"\n\
+             [[scim.clients]]\nname = \"okta\"\ntoken_sha256 = \"{hash}\"\n\
+             [[scim.clients]]\nname = \"entra\"\ntoken_sha256 = \"{other}\"\n\
+             [alerts]\nscim_silence = \"1s\"\n"
+        ),
+    );
+    let mut child = portcullis()
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let listening = wait_for_log(&mut stderr, "listening");
+    let server = listening["server"].as_str().expect("server address").to_owned();
+    let drain = std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = stderr.read_to_string(&mut sink);
+        sink
+    });
+
+    let status = |format: &str| {
+        portcullis()
+            .args(["status", "--format", format, "--config"])
+            .arg(&config)
+            .output()
+            .expect("status")
+    };
+    // Nothing has pushed yet and the window is not over: healthy.
+    let out = status("text");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("okta") && text.contains("entra") && text.contains("never"),
+        "{text}"
+    );
+
+    // okta pushes; entra stays silent past the window.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut stream = TcpStream::connect(&server).expect("connect");
+    write!(
+        stream,
+        "GET /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let out = status("json");
+    assert_eq!(out.status.code(), Some(2), "a silent feed exits 2");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let clients = json["scim_clients"].as_array().expect("clients");
+    let of = |name: &str| clients.iter().find(|c| c["client"] == name).expect("listed").clone();
+    assert_eq!(of("entra")["silent"], true, "{json}");
+    assert_eq!(of("okta")["silent"], false, "{json}");
+    assert!(of("okta")["last_success"].as_str().is_some(), "{json}");
+    let text = String::from_utf8_lossy(&status("text").stdout).into_owned();
+    assert!(
+        text.lines().any(|l| l.starts_with("entra") && l.ends_with("SILENT")),
+        "{text}"
+    );
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    assert!(child.wait().expect("wait").success());
+    drain.join().expect("drain");
+
+    // No server: a clear error, exit 1.
+    let out = status("text");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no server answers"));
+}
