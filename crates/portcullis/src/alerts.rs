@@ -51,10 +51,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
 use portcullis_directory::{Change, Directory, Group, Principal};
 use portcullis_policy::{Effect, Policy};
@@ -67,7 +63,7 @@ use url::{Host, Url};
 
 use crate::authz::PrincipalIdentity;
 use crate::policy_runtime::PolicyRuntime;
-use crate::tls::{TlsError, load_certs, provider};
+use crate::tls::TlsError;
 
 /// The default bound of the webhook queue.
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -564,7 +560,7 @@ impl std::fmt::Debug for AlerterTask {
 }
 
 struct Target {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: crate::tls::OutboundClient,
     uri: http::Uri,
     host: String,
     options: WebhookOptions,
@@ -714,34 +710,7 @@ impl Target {
             .as_str()
             .parse()
             .map_err(|e: http::uri::InvalidUri| AlertError::Uri(e.to_string()))?;
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        if let Some(path) = &options.ca_file {
-            for cert in load_certs(path)? {
-                roots.add(cert).map_err(|e| TlsError::Invalid {
-                    path: path.clone(),
-                    message: format!("unusable CA certificate: {e}"),
-                })?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| AlertError::TlsConfig(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(options.timeout));
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
+        let client = crate::tls::outbound_client(options.ca_file.as_deref(), options.timeout)?;
         Ok(Target {
             client,
             uri,

@@ -236,3 +236,50 @@ pub fn upstream_client_config(
     };
     Ok(config)
 }
+
+/// The HTTPS client for Portcullis's own outbound calls (the IdP at sign-in,
+/// alert webhooks): webpki roots plus an optional CA file, TLS 1.2 and 1.3,
+/// HTTP/1.1, plain `http` allowed (callers decide where that is acceptable),
+/// the connect timeout given, idle connections kept a minute.
+pub fn outbound_client(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<OutboundClient, TlsError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        for cert in load_certs(path)? {
+            roots.add(cert).map_err(|e| TlsError::Invalid {
+                path: path.to_owned(),
+                message: format!("unusable CA certificate: {e}"),
+            })?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Invalid {
+            path: ca_file.map(Path::to_owned).unwrap_or_default(),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    // The connector also speaks https, through the TLS layer around it.
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https),
+    )
+}
+
+/// See [`outbound_client`].
+pub type OutboundClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;

@@ -837,7 +837,7 @@ async fn an_https_webhook_is_reached_with_the_configured_ca() {
     std::fs::write(&ca_path, ca.as_ref().pem()).expect("write");
     std::fs::write(&cert_path, leaf.pem()).expect("write");
     std::fs::write(&key_path, leaf_key.serialize_pem()).expect("write");
-    let server = rustls::ServerConfig::builder_with_provider(provider())
+    let server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()

@@ -16,13 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use openidconnect::{HttpRequest, HttpResponse};
 
-use crate::tls::{TlsError, load_certs, provider};
+use crate::tls::TlsError;
 
 /// Largest answer read from the IdP.
 const MAX_BODY: usize = 1024 * 1024;
@@ -34,7 +30,7 @@ pub struct HttpError(String);
 
 #[derive(Clone)]
 pub struct IdpHttp {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: crate::tls::OutboundClient,
     timeout: Duration,
 }
 
@@ -46,37 +42,7 @@ impl std::fmt::Debug for IdpHttp {
 
 impl IdpHttp {
     pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<IdpHttp, TlsError> {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        if let Some(path) = ca_file {
-            for cert in load_certs(path)? {
-                roots.add(cert).map_err(|e| TlsError::Invalid {
-                    path: path.to_owned(),
-                    message: format!("unusable CA certificate: {e}"),
-                })?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| TlsError::Invalid {
-                path: ca_file.map(Path::to_owned).unwrap_or_default(),
-                message: e.to_string(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
+        let client = crate::tls::outbound_client(ca_file, timeout)?;
         Ok(IdpHttp { client, timeout })
     }
 
