@@ -35,7 +35,12 @@ async fn run(users: usize, members: usize) {
     println!("# SCIM over HTTP on loopback, 32 concurrent clients in a separate process");
     let peer = directory_peer(users.min(20_000)).await;
     println!("peer: directory durable creates without HTTP, 32 writers: {peer:.0} /s");
-    let server = TestServer::start("", &[]).await;
+    // PORTCULLIS_BENCH_WORKERS sets `[server] workers` (default: one per CPU).
+    let workers = std::env::var("PORTCULLIS_BENCH_WORKERS")
+        .ok()
+        .map(|w| format!("workers = {w}"))
+        .unwrap_or_default();
+    let server = TestServer::start_full(&workers, "", &[]).await;
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_scim-load"))
         .arg(format!("{}/scim/v2", server.url))
         .arg(OKTA_TOKEN)
