@@ -754,7 +754,7 @@ impl Target {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("request failed: {}", chain(&e)))?;
+                .map_err(|e| format!("request failed: {}", crate::error_chain(&e)))?;
             let status = response.status();
             // Read (and ignore) a bounded answer so the connection can be reused.
             let _ = Limited::new(response.into_body(), MAX_ANSWER).collect().await;
@@ -776,17 +776,6 @@ fn is_loopback(host: &Host<&str>) -> bool {
         Host::Ipv4(ip) => ip.is_loopback(),
         Host::Ipv6(ip) => ip.is_loopback(),
     }
-}
-
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 // ---- SCIM feed health ------------------------------------------------------

@@ -38,3 +38,16 @@ pub mod secret;
 pub mod session;
 pub mod tls;
 pub mod web;
+
+/// An error and its sources, joined with ": " (for logs and messages that
+/// must say why an outbound call failed, not only that it did).
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -50,11 +50,12 @@ impl IdpHttp {
         let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| HttpError(format!("request to the identity provider failed: {}", chain(&e))))?;
+            let response = self.client.request(request).await.map_err(|e| {
+                HttpError(format!(
+                    "request to the identity provider failed: {}",
+                    crate::error_chain(&e)
+                ))
+            })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_BODY)
                 .collect()
@@ -79,15 +80,4 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for IdpHttp {
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(self.exchange(request))
     }
-}
-
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -194,7 +194,7 @@ impl SignIn {
                 }
                 Err(e) => {
                     let retry = matches!(e, openidconnect::DiscoveryError::Validation(_));
-                    first_error.get_or_insert_with(|| error_chain(&e));
+                    first_error.get_or_insert_with(|| crate::error_chain(&e));
                     if !retry {
                         break;
                     }
@@ -298,7 +298,7 @@ impl SignIn {
                     description: r.error_description().cloned(),
                 },
                 RequestTokenError::Request(e) => SignInError::Unreachable(e.to_string()),
-                other => SignInError::Exchange(error_chain(&other)),
+                other => SignInError::Exchange(crate::error_chain(&other)),
             })?;
         let id_token = response
             .id_token()
@@ -367,7 +367,7 @@ impl SignIn {
                 {
                     RefreshError::Rejected(r.error().as_ref().to_owned())
                 }
-                other => RefreshError::Unavailable(error_chain(&other)),
+                other => RefreshError::Unavailable(crate::error_chain(&other)),
             })?;
         let id_token = match response.id_token() {
             Some(id_token) => {
@@ -451,15 +451,4 @@ fn payload_claims(compact: &str) -> Result<Map<String, Value>, String> {
         .decode(payload)
         .map_err(|_| "the ID token payload is not base64url")?;
     serde_json::from_slice(&bytes).map_err(|_| "the ID token payload is not a JSON object".to_owned())
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
