@@ -233,6 +233,26 @@ fn serve_answers_health_and_stops_on_sigterm() {
     assert!(tmp.path().join("data").join("db").exists(), "the store was created");
 }
 
+/// Starts `portcullis serve` with a JSON log, waits for its "listening"
+/// line (returned), and keeps draining the log on a thread so the server
+/// never blocks on a full pipe; the thread returns the rest of the log.
+fn serve_in_background(config: &Path) -> (std::process::Child, serde_json::Value, std::thread::JoinHandle<String>) {
+    let mut child = portcullis()
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let listening = wait_for_log(&mut stderr, "listening");
+    let drain = std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = stderr.read_to_string(&mut sink);
+        sink
+    });
+    (child, listening, drain)
+}
+
 fn free_port() -> u16 {
     // Ask the kernel for a free port; the tiny window before the server binds
     // it is acceptable for a test on loopback.
@@ -323,20 +343,7 @@ fn explain_asks_the_running_server_and_sighup_reloads_the_policy() {
     );
     let policy_file = tmp.path().join("policies/app.toml");
     std::fs::write(&policy_file, APP_POLICY).expect("policy");
-    let mut child = portcullis()
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    wait_for_log(&mut stderr, "listening");
-    // Keep draining the log so the server never blocks on a full pipe.
-    let drain = std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = stderr.read_to_string(&mut sink);
-        sink
-    });
+    let (mut child, _, drain) = serve_in_background(&config);
 
     // Break the policy file: the server keeps its policy and counts the failure.
     std::fs::write(
@@ -662,20 +669,8 @@ fn status_shows_each_scim_feed_and_exits_2_while_one_is_silent() {
              [alerts]\nscim_silence = \"1s\"\n"
         ),
     );
-    let mut child = portcullis()
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let listening = wait_for_log(&mut stderr, "listening");
+    let (mut child, listening, drain) = serve_in_background(&config);
     let server = listening["server"].as_str().expect("server address").to_owned();
-    let drain = std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = stderr.read_to_string(&mut sink);
-        sink
-    });
 
     let status = |format: &str| {
         portcullis()
