@@ -163,16 +163,26 @@ fn serve_reports_a_store_it_cannot_read_instead_of_starting_empty() {
 
 /// Reads one JSON log line with the given message from the child's stderr.
 fn wait_for_log(reader: &mut impl BufRead, message: &str) -> serde_json::Value {
+    try_wait_for_log(reader, message)
+        .unwrap_or_else(|log| panic!("portcullis exited before logging {message:?}:\n{log}"))
+}
+
+/// Like [`wait_for_log`]; when the child's log ends first, everything it
+/// said.
+fn try_wait_for_log(reader: &mut impl BufRead, message: &str) -> Result<serde_json::Value, String> {
+    let mut log = String::new();
     let mut line = String::new();
     loop {
         line.clear();
-        let n = reader.read_line(&mut line).expect("read stderr");
-        assert!(n > 0, "portcullis exited before logging {message:?}");
+        if reader.read_line(&mut line).expect("read stderr") == 0 {
+            return Err(log);
+        }
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
             && v["message"] == message
         {
-            return v;
+            return Ok(v);
         }
+        log.push_str(&line);
     }
 }
 
@@ -233,24 +243,56 @@ fn serve_answers_health_and_stops_on_sigterm() {
     assert!(tmp.path().join("data").join("db").exists(), "the store was created");
 }
 
-/// Starts `portcullis serve` with a JSON log, waits for its "listening"
-/// line (returned), and keeps draining the log on a thread so the server
-/// never blocks on a full pipe; the thread returns the rest of the log.
-fn serve_in_background(config: &Path) -> (std::process::Child, serde_json::Value, std::thread::JoinHandle<String>) {
-    let mut child = portcullis()
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let listening = wait_for_log(&mut stderr, "listening");
-    let drain = std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = stderr.read_to_string(&mut sink);
-        sink
-    });
-    (child, listening, drain)
+/// A `portcullis serve` started by [`serve_with_admin_port`].
+struct Served {
+    child: std::process::Child,
+    config: std::path::PathBuf,
+    admin: String,
+    listening: serde_json::Value,
+    /// Drains the log so the server never blocks on a full pipe; returns it.
+    drain: std::thread::JoinHandle<String>,
+}
+
+/// Starts `portcullis serve` with a JSON log on the configuration
+/// `config_for(admin address)` written into `dir`, with the admin listener
+/// on a free port (commands such as `explain` and `status` need a real
+/// one), and waits for its "listening" line. The port is free when chosen
+/// but could be taken before the server binds it: a start that fails is
+/// retried on another port, a few times.
+fn serve_with_admin_port(dir: &Path, config_for: impl Fn(&str) -> String) -> Served {
+    let mut failures = String::new();
+    for _ in 0..3 {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let config = write_config(dir, &config_for(&admin));
+        let mut child = portcullis()
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        match try_wait_for_log(&mut stderr, "listening") {
+            Ok(listening) => {
+                let drain = std::thread::spawn(move || {
+                    let mut sink = String::new();
+                    let _ = stderr.read_to_string(&mut sink);
+                    sink
+                });
+                return Served {
+                    child,
+                    config,
+                    admin,
+                    listening,
+                    drain,
+                };
+            }
+            Err(log) => {
+                let _ = child.wait();
+                failures.push_str(&log);
+            }
+        }
+    }
+    panic!("portcullis did not start in three tries:\n{failures}");
 }
 
 fn free_port() -> u16 {
@@ -333,17 +375,21 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
 #[test]
 fn explain_asks_the_running_server_and_sighup_reloads_the_policy() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let admin = format!("127.0.0.1:{}", free_port());
-    let config = write_config(
-        tmp.path(),
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n[store]\npath = \"data\"\n\
-             [[routes]]\nname = \"app\"\nupstream = \"http://127.0.0.1:1\"\n"
-        ),
-    );
+    std::fs::create_dir_all(tmp.path().join("policies")).expect("policies dir");
     let policy_file = tmp.path().join("policies/app.toml");
     std::fs::write(&policy_file, APP_POLICY).expect("policy");
-    let (mut child, _, drain) = serve_in_background(&config);
+    let Served {
+        mut child,
+        config,
+        admin,
+        drain,
+        ..
+    } = serve_with_admin_port(tmp.path(), |admin| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n[store]\npath = \"data\"\n\
+             [[routes]]\nname = \"app\"\nupstream = \"http://127.0.0.1:1\"\n"
+        )
+    });
 
     // Break the policy file: the server keeps its policy and counts the failure.
     std::fs::write(
@@ -656,20 +702,23 @@ fn reports_read_the_store_when_no_server_runs() {
 #[test]
 fn status_shows_each_scim_feed_and_exits_2_while_one_is_silent() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let admin = format!("127.0.0.1:{}", free_port());
     let token = "status-test-token";
     let hash = portcullis_scim::auth::token_sha256_hex(token);
     let other = portcullis_scim::auth::token_sha256_hex("another-token");
-    let config = write_config(
-        tmp.path(),
-        &format!(
+    let Served {
+        mut child,
+        config,
+        listening,
+        drain,
+        ..
+    } = serve_with_admin_port(tmp.path(), |admin| {
+        format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n[store]\npath = \"data\"\n\
              [[scim.clients]]\nname = \"okta\"\ntoken_sha256 = \"{hash}\"\n\
              [[scim.clients]]\nname = \"entra\"\ntoken_sha256 = \"{other}\"\n\
              [alerts]\nscim_silence = \"1s\"\n"
-        ),
-    );
-    let (mut child, listening, drain) = serve_in_background(&config);
+        )
+    });
     let server = listening["server"].as_str().expect("server address").to_owned();
 
     let status = |format: &str| {
