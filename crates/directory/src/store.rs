@@ -115,21 +115,7 @@ impl Store {
             // We flush explicitly, in group commits; a timer flush would only
             // compete with them.
             .flush_every_ms(None);
-        // sled releases its file lock when the last of its I/O jobs lets go
-        // of the file, a moment after the previous `Db` is dropped; a store
-        // reopened at once in the same process (a restart in tests, an
-        // embedded restart) can find it still held. Retry briefly; a lock
-        // held longer than that belongs to another process and is reported.
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(e) if is_lock_contention(&e) && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(open_err(e)),
-            }
-        };
+        let db = open_sled(&config).map_err(open_err)?;
         let tree = db.open_tree(TREE).map_err(open_err)?;
         check_schema(path, &db, &tree)?;
         let sessions = crate::sessions::SessionStore::open(&db).map_err(open_err)?;
@@ -341,7 +327,25 @@ fn flush_loop(shared: &Shared, db: &sled::Db, on_durable: &OnDurable) {
     }
 }
 
-/// How long [`Store::open`] waits for another holder of the store's lock.
+/// Opens sled, waiting briefly for its lock. sled releases the lock when
+/// the last of its I/O jobs lets go of the file, a moment after the
+/// previous `Db` is dropped; a store reopened at once in the same process
+/// (a restart in tests, an embedded restart) can find it still held. A
+/// lock held longer than [`LOCK_WAIT`] belongs to another process and is
+/// reported.
+pub(crate) fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(e) if is_lock_contention(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How long [`open_sled`] waits for another holder of the store's lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn is_lock_contention(e: &sled::Error) -> bool {

@@ -496,7 +496,7 @@ async fn a_store_that_cannot_be_read_stops_the_start() {
     // Another schema version.
     let tmp = tempfile::tempdir().expect("tempdir");
     {
-        let db = sled::open(tmp.path()).expect("sled");
+        let db = crate::store::open_sled(&sled::Config::new().path(tmp.path())).expect("sled");
         db.insert("schema_version", "99").expect("insert");
         db.flush().expect("flush");
     }
@@ -516,7 +516,7 @@ async fn a_store_that_cannot_be_read_stops_the_start() {
             .expect("alice");
     }
     {
-        let db = sled::open(tmp.path()).expect("sled");
+        let db = crate::store::open_sled(&sled::Config::new().path(tmp.path())).expect("sled");
         let tree = db.open_tree("directory").expect("tree");
         tree.insert("u:broken", "{not json").expect("insert");
         db.flush().expect("flush");
@@ -530,7 +530,7 @@ async fn a_store_that_cannot_be_read_stops_the_start() {
     // Data without a schema marker.
     let tmp = tempfile::tempdir().expect("tempdir");
     {
-        let db = sled::open(tmp.path()).expect("sled");
+        let db = crate::store::open_sled(&sled::Config::new().path(tmp.path())).expect("sled");
         db.open_tree("directory")
             .expect("tree")
             .insert("u:x", "{}")
