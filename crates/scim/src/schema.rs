@@ -422,6 +422,28 @@ impl ResourceSchema {
         self.extensions.iter().find(|s| s.id.eq_ignore_ascii_case(urn))
     }
 
+    /// Whether the default projection (no `attributes` or
+    /// `excludedAttributes`) keeps every attribute a stored document can
+    /// hold, so that a stored document can be returned as it is. Only a
+    /// custom schema with `returned = "request"` or `"never"` attributes
+    /// makes it false: `password` (never returned) is never stored, and
+    /// `groups` and `members` are computed, not stored.
+    pub fn default_view_is_stored(&self) -> bool {
+        let computed = |a: &Attribute| {
+            ["password", "groups", "members"]
+                .iter()
+                .any(|n| a.name.eq_ignore_ascii_case(n))
+        };
+        let plain = |a: &Attribute| {
+            computed(a)
+                || (matches!(a.returned, Returned::Default | Returned::Always)
+                    && a.sub_attributes.iter().all(|s| s.returned != Returned::Never))
+        };
+        self.core.attributes.iter().all(plain)
+            && self.common.iter().all(plain)
+            && self.extensions.iter().all(|e| e.attributes.iter().all(plain))
+    }
+
     /// A core or common attribute (the top level of a document).
     pub fn top_attribute(&self, name: &str) -> Option<&Attribute> {
         self.core

@@ -411,11 +411,97 @@ impl Scim {
     }
 
     fn list(&self, call: &Call<'_>, kind: ResourceKind, params: &Params) -> Result<Resp, ScimError> {
+        if let Some(resp) = self.list_text(call, kind, params)? {
+            return Ok(resp);
+        }
         let (total, page) = self.query(call, kind, params)?;
         Ok(json_response(
             StatusCode::OK,
             &list_response(total, params.start_index.max(1), page),
         ))
+    }
+
+    /// The queries identity providers make most, answered from the stored
+    /// text (see [`render::write_user`]): a lookup by `userName` or `id`
+    /// before every write, and paging through everything, both without
+    /// `attributes`, `excludedAttributes` or `sortBy`. `None` for any
+    /// other query, which [`Self::query`] answers. Both give the same
+    /// resources (the tests compare them).
+    fn list_text(&self, call: &Call<'_>, kind: ResourceKind, params: &Params) -> Result<Option<Resp>, ScimError> {
+        let schema = self.inner.schemas.resource(kind);
+        if params.attributes.is_some()
+            || params.excluded.is_some()
+            || params.sort_by.is_some()
+            || !schema.default_view_is_stored()
+        {
+            return Ok(None);
+        }
+        let owner = &call.client.name;
+        let limits = self.inner.settings.limits;
+        let count = params.count.unwrap_or(limits.default_count).min(limits.max_results);
+        let start = params.start_index.max(1);
+        let d = &self.inner.directory;
+        let urls = &self.inner.urls;
+        let mut body = Vec::with_capacity(1024);
+        let (total, shown) = match (&params.filter, kind) {
+            (Some(f), _) if !answered_by_index(f, kind) => return Ok(None),
+            (Some(f), _) => {
+                f.validate(schema)?;
+                // One resource at most: the index holds the whole answer,
+                // so the filter needs no evaluation.
+                let ids: Vec<String> = self
+                    .candidates(kind, owner, Some(f))
+                    .into_iter()
+                    .filter(|id| self.owned(call, kind, id))
+                    .collect();
+                let mut shown = 0;
+                for id in ids.iter().skip(start - 1).take(count) {
+                    let written = match kind {
+                        ResourceKind::User => d.user(id).map(|u| {
+                            list_item(&mut body, shown);
+                            render::write_user(&mut body, d, &u, urls);
+                        }),
+                        ResourceKind::Group => d.group(id).map(|g| {
+                            list_item(&mut body, shown);
+                            render::write_group(&mut body, d, &g, urls, true);
+                        }),
+                    };
+                    shown += usize::from(written.is_some());
+                }
+                (ids.len(), shown)
+            }
+            (None, ResourceKind::User) => {
+                let all = self.sorted(owner, &self.inner.sorted_users, |d, o| d.users_of(o), |u| &u.id);
+                let page: Vec<_> = all.iter().skip(start - 1).take(count).collect();
+                for (i, u) in page.iter().enumerate() {
+                    list_item(&mut body, i);
+                    render::write_user(&mut body, d, u, urls);
+                }
+                (all.len(), page.len())
+            }
+            (None, ResourceKind::Group) => {
+                let all = self.sorted(owner, &self.inner.sorted_groups, |d, o| d.groups_of(o), |g| &g.id);
+                let page: Vec<_> = all.iter().skip(start - 1).take(count).collect();
+                for (i, g) in page.iter().enumerate() {
+                    list_item(&mut body, i);
+                    render::write_group(&mut body, d, g, urls, true);
+                }
+                (all.len(), page.len())
+            }
+        };
+        let mut text = Vec::with_capacity(body.len() + 160);
+        text.extend_from_slice(b"{\"schemas\":[\"");
+        text.extend_from_slice(LIST_RESPONSE.as_bytes());
+        text.extend_from_slice(
+            format!("\"],\"totalResults\":{total},\"startIndex\":{start},\"itemsPerPage\":{shown},\"Resources\":[")
+                .as_bytes(),
+        );
+        text.extend_from_slice(&body);
+        text.extend_from_slice(b"]}");
+        let mut resp = Response::new(Full::new(Bytes::from(text)));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+        Ok(Some(resp))
     }
 
     /// The total number of matches and the requested page of them, projected.
@@ -945,7 +1031,10 @@ impl Scim {
         }
         Ok(json_response(
             StatusCode::OK,
-            &json!({"schemas": [BULK_RESPONSE], "Operations": results}),
+            &Value::Object(Map::from_iter([
+                ("schemas".to_string(), json!([BULK_RESPONSE])),
+                ("Operations".to_string(), Value::Array(results)),
+            ])),
         ))
     }
 
@@ -1363,18 +1452,55 @@ fn substitute_bulk_ids(data: &mut Value, bulk_ids: &HashMap<String, String>) -> 
     Ok(())
 }
 
+/// The comma before every list item but the first.
+fn list_item(body: &mut Vec<u8>, index: usize) {
+    if index > 0 {
+        body.push(b',');
+    }
+}
+
+/// Whether an index answers `filter` exactly (no evaluation needed): an
+/// equality on `id`, or on a user's `userName` (whose index folds case as
+/// the filter's case-insensitive comparison does).
+fn answered_by_index(filter: &Filter, kind: ResourceKind) -> bool {
+    let Filter::Compare {
+        path,
+        op: filter::CompareOp::Eq,
+        value: Value::String(_),
+    } = filter
+    else {
+        return false;
+    };
+    let core = path.urn.as_deref().is_none_or(|u| {
+        u.eq_ignore_ascii_case(crate::schema::USER_URN) || u.eq_ignore_ascii_case(crate::schema::GROUP_URN)
+    });
+    core && path.sub.is_none()
+        && (path.name.eq_ignore_ascii_case("id")
+            || (kind == ResourceKind::User && path.name.eq_ignore_ascii_case("userName")))
+}
+
+/// A ListResponse. The resources move into it: `json!` would serialize
+/// them into a deep copy (a page of 1,000 users is tens of thousands of
+/// allocations).
 fn list_response(total: usize, start: usize, resources: Vec<Value>) -> Value {
-    json!({
-        "schemas": [LIST_RESPONSE],
-        "totalResults": total,
-        "startIndex": start,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-    })
+    let mut out = Map::with_capacity(5);
+    out.insert("schemas".into(), json!([LIST_RESPONSE]));
+    out.insert("totalResults".into(), total.into());
+    out.insert("startIndex".into(), start.into());
+    out.insert("itemsPerPage".into(), resources.len().into());
+    out.insert("Resources".into(), Value::Array(resources));
+    Value::Object(out)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    // Into a buffer sized for a typical resource, instead of a `String`
+    // grown from empty through `Display`.
+    let mut text = Vec::with_capacity(1024);
+    if let Err(e) = serde_json::to_writer(&mut text, body) {
+        // Only a non-string map key can fail, and a `Value` has none.
+        tracing::error!(error = %e, "scim: response serialization failed");
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));

@@ -828,3 +828,22 @@ fn datetimes() {
         assert_eq!(parse_datetime(s).is_some(), *ok, "{s:?}");
     }
 }
+
+#[test]
+fn stored_documents_are_the_default_view() {
+    // The list fast path (`render::write_user`) depends on this; should a
+    // schema ever return an attribute only on request, it must turn false.
+    let s = schemas();
+    for kind in [ResourceKind::User, ResourceKind::Group] {
+        assert!(s.resource(kind).default_view_is_stored(), "{kind:?}");
+    }
+    let mut with_request_only = s.resource(ResourceKind::User).clone();
+    if let Some(a) = with_request_only
+        .extensions
+        .first_mut()
+        .and_then(|e| e.attributes.first_mut())
+    {
+        a.returned = Returned::Request;
+    }
+    assert!(!with_request_only.default_view_is_stored());
+}
