@@ -35,11 +35,15 @@ async fn run(users: usize, members: usize) {
     println!("# SCIM over HTTP on loopback, 32 concurrent clients in a separate process");
     let peer = directory_peer(users.min(20_000)).await;
     println!("peer: directory durable creates without HTTP, 32 writers: {peer:.0} /s");
-    // PORTCULLIS_BENCH_WORKERS sets `[server] workers` (default: one per CPU).
-    let workers = std::env::var("PORTCULLIS_BENCH_WORKERS")
-        .ok()
-        .map(|w| format!("workers = {w}"))
-        .unwrap_or_default();
+    // PORTCULLIS_BENCH_WORKERS sets `[server] workers`. The default is one
+    // server worker, not one per CPU: the load generator runs on the same
+    // machine, and a second worker would take its core, so the figures
+    // (latency above all) would measure the two processes' contention for
+    // the CPUs rather than the server. `PORTCULLIS_BENCH_WORKERS=2` shows
+    // that case on two cores.
+    let workers = std::env::var("PORTCULLIS_BENCH_WORKERS").unwrap_or_else(|_| "1".into());
+    println!("server: [server] workers = {workers}");
+    let workers = format!("workers = {workers}");
     let server = TestServer::start_full(&workers, "", &[]).await;
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_scim-load"))
         .arg(format!("{}/scim/v2", server.url))
