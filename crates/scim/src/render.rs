@@ -154,15 +154,7 @@ pub fn write_user(out: &mut Vec<u8>, directory: &Directory, user: &User, urls: &
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(b"{\"value\":");
-            string(out, &g.id);
-            out.extend_from_slice(b",\"$ref\":");
-            string(out, &urls.group(&g.id));
-            out.extend_from_slice(b",\"display\":");
-            string(out, g.display_name());
-            out.extend_from_slice(b",\"type\":");
-            string(out, kind);
-            out.push(b'}');
+            write_ref(out, &g.id, &urls.group(&g.id), Some(g.display_name()), kind);
         }
         out.push(b']');
     }
@@ -186,17 +178,26 @@ pub fn write_group(out: &mut Vec<u8>, directory: &Directory, group: &Group, urls
                 MemberKind::User => (urls.user(&m.id), "User"),
                 MemberKind::Group => (urls.group(&m.id), "Group"),
             };
-            out.extend_from_slice(b"{\"value\":");
-            string(out, &m.id);
-            out.extend_from_slice(b",\"$ref\":");
-            string(out, &url);
-            out.extend_from_slice(b",\"type\":");
-            string(out, kind);
-            out.push(b'}');
+            write_ref(out, &m.id, &url, None, kind);
         }
         out.push(b']');
     }
     write_meta(out, "Group", &group.meta, &urls.group(&group.id));
+    out.push(b'}');
+}
+
+/// A reference to a resource: a user's group or a group's member.
+fn write_ref(out: &mut Vec<u8>, id: &str, url: &str, display: Option<&str>, kind: &str) {
+    out.extend_from_slice(b"{\"value\":");
+    string(out, id);
+    out.extend_from_slice(b",\"$ref\":");
+    string(out, url);
+    if let Some(display) = display {
+        out.extend_from_slice(b",\"display\":");
+        string(out, display);
+    }
+    out.extend_from_slice(b",\"type\":");
+    string(out, kind);
     out.push(b'}');
 }
 
