@@ -282,9 +282,38 @@ async fn oversized_headers_get_431_and_shutdown_drains_in_flight_requests() {
             .expect("slow request");
         resp.status()
     });
+    // Idle connections do not hold shutdown up for the grace period (10 s):
+    // one that never sent a byte, one kept alive after a request, and an
+    // HTTP/2 one (prior knowledge) after a request.
+    let silent = tokio::net::TcpStream::connect(server.addr()).await.expect("connect");
+    let mut kept = tokio::net::TcpStream::connect(server.addr()).await.expect("connect");
+    let _ = kept.write_all(b"GET /public/x HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 "));
+    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let resp = h2
+        .request(
+            Request::get(format!("{}/public/x", server.url))
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
+        .await
+        .expect("h2 request");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = std::time::Instant::now();
     server.stop().await;
     assert_eq!(in_flight.await.expect("task"), StatusCode::OK);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?} with idle connections open",
+        stopping.elapsed()
+    );
+    drop((silent, kept, h2));
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
