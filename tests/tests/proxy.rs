@@ -908,6 +908,70 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
         })
 }
 
+/// An idle HTTP/1.1 keep-alive connection is parked (its HTTP state
+/// dropped) after 250 ms, shows in the metrics as such, and serves its
+/// next request like any other.
+#[tokio::test]
+async fn idle_connections_are_parked_counted_and_still_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let w = world().await;
+    w.user("reader@example.com", &["readers"]).await;
+    let token = w.token("reader@example.com");
+    let mut conn = tokio::net::TcpStream::connect(w.server.addr()).await.expect("connect");
+    let request = format!("GET /data/x HTTP/1.1\r\nhost: app.test\r\nauthorization: Bearer {token}\r\n\r\n");
+    let answer = async |conn: &mut tokio::net::TcpStream| {
+        conn.write_all(request.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The upstream echoes JSON; read until the head and a body of the
+        // announced length are in.
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+                .await
+                .expect("an answer in time")
+                .expect("read");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("content-length");
+                if body.len() >= len {
+                    return head.lines().next().unwrap_or_default().to_owned();
+                }
+            }
+        }
+    };
+    assert!(answer(&mut conn).await.contains(" 200 "));
+    let parked = async || {
+        let m = scrape(&w.server).await;
+        (
+            sample(&m, "portcullis_client_connections_parked", &[]),
+            sample(&m, "portcullis_client_connections_parks_total", &[]),
+        )
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let (now, ever) = parked().await;
+        if now >= Some(1.0) && ever >= Some(1.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never parked: {now:?} {ever:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The parked connection answers its next request, on the same socket.
+    assert!(answer(&mut conn).await.contains(" 200 "));
+    let m = scrape(&w.server).await;
+    assert!(sample(&m, "portcullis_client_connections", &[]) >= Some(1.0));
+}
+
 #[tokio::test]
 async fn metrics_count_decisions_scim_and_the_directory() {
     let w = world().await;

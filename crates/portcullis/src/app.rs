@@ -189,6 +189,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         },
         header_read_timeout: config.server.header_read_timeout,
         grace: config.server.shutdown_grace,
+        park_after: web::PARK_AFTER,
+        stats: Arc::default(),
     };
 
     let mut tasks = Vec::new();
@@ -249,6 +251,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             sessions: sessions.clone(),
             audit: audit.clone(),
             alerts: Some((alerter.clone(), feed.clone())),
+            connections: transport.stats.clone(),
         },
     ));
     tasks.push(tokio::spawn(crate::proxy::live::watch(

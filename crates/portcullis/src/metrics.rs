@@ -166,12 +166,25 @@ pub struct Sources {
     pub sessions: Option<Arc<crate::session::Sessions>>,
     pub audit: Option<Arc<crate::audit::Audit>>,
     pub alerts: Option<(crate::alerts::Alerter, crate::alerts::FeedHealth)>,
+    /// The main listener's client connections.
+    pub connections: Arc<crate::web::ConnStats>,
 }
 
 impl Collector for Sources {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let stats = self.directory.stats();
+        let conns = self.connections.counts();
         for (name, help, value) in [
+            (
+                "client_connections",
+                "Client connections open on the main listener.",
+                conns.open,
+            ),
+            (
+                "client_connections_parked",
+                "Idle HTTP/1.1 client connections held without their HTTP state.",
+                conns.parked,
+            ),
             ("directory_users", "Users in the identity directory.", stats.users),
             ("directory_groups", "Groups in the identity directory.", stats.groups),
             (
@@ -187,6 +200,12 @@ impl Collector for Sources {
         ] {
             gauge(&mut encoder, name, help, value as i64)?;
         }
+        counter(
+            &mut encoder,
+            "client_connections_parks",
+            "Times an idle HTTP/1.1 client connection was parked.",
+            conns.parks,
+        )?;
         let policy = self.policy.stats();
         counter(
             &mut encoder,

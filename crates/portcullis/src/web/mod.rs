@@ -1,12 +1,21 @@
-//! Serving HTTP on a bound listener: HTTP/1.1 and HTTP/2 on each accepted
-//! connection (by ALPN under TLS, by preface otherwise), optional TLS
-//! termination, and graceful shutdown that drains in-flight requests under a
-//! deadline.
+//! Serving HTTP on a bound listener: accepting, handing connections to
+//! worker threads, optional TLS termination, and graceful shutdown that
+//! drains in-flight requests under a deadline. One connection's life
+//! (protocol choice, HTTP/1.1 and HTTP/2, parking idle HTTP/1.1
+//! connections) is in `conn.rs`; what makes parking possible is in
+//! `park.rs`.
 //!
 //! This is transport only: what a request means is the service's business.
 //! Each connection gets its own service from `make`, which is told who the
 //! peer is and whether the connection is encrypted, since the proxy needs
 //! both for `X-Forwarded-*` and the client address it logs.
+
+mod conn;
+mod park;
+#[cfg(test)]
+mod tests;
+
+pub use conn::{ConnCounts, ConnStats};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,9 +27,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -49,6 +56,12 @@ pub struct Transport {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may finish after shutdown begins.
     pub grace: Duration,
+    /// How long an HTTP/1.1 connection waits for its next request before
+    /// it is parked (served by no hyper connection until the client sends
+    /// again; see `conn.rs`).
+    pub park_after: Duration,
+    /// Connection counts, shared by every worker of the listener.
+    pub stats: Arc<ConnStats>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -57,9 +70,19 @@ impl std::fmt::Debug for Transport {
             .field("tls", &self.tls.is_some())
             .field("header_read_timeout", &self.header_read_timeout)
             .field("grace", &self.grace)
+            .field("park_after", &self.park_after)
             .finish()
     }
 }
+
+/// How long an idle HTTP/1.1 connection keeps its hyper connection: long
+/// enough that a client sending request after request does not pay for a
+/// new one each time, short against how long keep-alive connections
+/// usually sit idle (seconds to minutes between a person's clicks, a
+/// dashboard's polls, a load balancer's checks). Parking costs nothing a
+/// client can see; resuming costs a new hyper connection, a few
+/// microseconds.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
 impl Transport {
     /// Plain HTTP with default timeouts.
@@ -68,6 +91,8 @@ impl Transport {
             tls: None,
             header_read_timeout: Duration::from_secs(30),
             grace,
+            park_after: PARK_AFTER,
+            stats: Arc::default(),
         }
     }
 }
@@ -116,13 +141,12 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(transport.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    let protocols = Arc::new(conn::Protocols::new(&transport));
+    // Shutdown is broadcast to every connection task, and each task holds a
+    // clone of `alive` until it ends: when the receiver sees every sender
+    // gone, every connection has drained.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -137,52 +161,21 @@ where
                 };
                 let _ = stream.set_nodelay(true);
                 let service = make(ConnInfo { peer, tls: transport.tls.is_some() });
-                match &transport.tls {
-                    None => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        let conn = graceful.watch(conn.into_owned());
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            }
-                        });
-                    }
-                    Some(acceptor) => {
-                        let acceptor = acceptor.clone();
-                        let builder = builder.clone();
-                        // The handshake runs in the connection's task so a
-                        // slow client cannot hold up the accept loop; the
-                        // connection joins graceful shutdown once it speaks
-                        // HTTP, which is when there is something to drain.
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
-                            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => tls,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "tls handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "tls handshake timed out");
-                                    return;
-                                }
-                            };
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            }
-                        });
-                    }
-                }
+                let connection = conn::Connection {
+                    peer,
+                    protocols: protocols.clone(),
+                    stopped: stopped.clone(),
+                    _alive: alive.clone(),
+                };
+                tokio::spawn(connection.serve(stream, transport.tls.clone(), service));
             }
             () = &mut shutdown => break,
         }
     }
     drop(source);
-    if tokio::time::timeout(transport.grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop.send(true);
+    drop(alive);
+    if tokio::time::timeout(transport.grace, all_ended.recv()).await.is_err() {
         tracing::warn!(
             grace_secs = transport.grace.as_secs(),
             "connections still open after the grace period; closing them"

@@ -1,0 +1,444 @@
+//! One accepted connection, from its first byte to its end: the TLS
+//! handshake (when the listener terminates TLS), the choice of HTTP/1.1 or
+//! HTTP/2 (ALPN under TLS, the HTTP/2 preface otherwise), then HTTP until
+//! the client leaves, the connection idles out, or shutdown drains it.
+//!
+//! HTTP/1.1 connections are *parked* when idle (see `park.rs` for why):
+//! once hyper has waited `park_after` for the next request with nothing in
+//! flight, it is asked to end the connection where it waits, the socket is
+//! taken back, and the task waits on the bare socket; the next request
+//! gets a new hyper connection on the same socket. A client cannot tell.
+//! An idle connection, parked or not, is closed after the header read
+//! timeout, as hyper alone would do.
+//!
+//! Not here: what requests mean (the service's business) and accepting
+//! (`mod.rs`).
+
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use super::park::{Activity, ParkIo, Tracked};
+use super::{BoxError, HANDSHAKE_TIMEOUT, Transport};
+
+/// Counts of a listener's client connections, read by the metrics.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    open: AtomicUsize,
+    parked: AtomicUsize,
+    parks: AtomicU64,
+}
+
+/// A snapshot of [`ConnStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnCounts {
+    /// Client connections open now, parked or not.
+    pub open: usize,
+    /// Idle HTTP/1.1 connections held without a hyper connection now.
+    pub parked: usize,
+    /// Times an idle HTTP/1.1 connection was parked, ever.
+    pub parks: u64,
+}
+
+impl ConnStats {
+    pub fn counts(&self) -> ConnCounts {
+        ConnCounts {
+            open: self.open.load(Ordering::Relaxed),
+            parked: self.parked.load(Ordering::Relaxed),
+            parks: self.parks.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Holds one unit of a gauge for as long as it lives.
+struct Held<'a>(&'a AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Held(gauge)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The HTTP settings every connection of a listener uses (shared, not
+/// copied into each connection).
+pub(super) struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    park_after: Duration,
+    stats: Arc<ConnStats>,
+}
+
+impl Protocols {
+    pub(super) fn new(transport: &Transport) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(transport.header_read_timeout);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new());
+        Protocols {
+            http1: h1,
+            http2: h2,
+            header_read_timeout: transport.header_read_timeout,
+            park_after: transport.park_after,
+            stats: transport.stats.clone(),
+        }
+    }
+}
+
+/// A socket whose readiness can be awaited without reading it, so a parked
+/// connection holds no buffer.
+pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Socket for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// A parked TLS connection waits on its TCP socket: when hyper last read,
+/// rustls held no undelivered plaintext (its read came back empty), so
+/// anything new must arrive on the socket first.
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+/// Which HTTP a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// One accepted connection, until it ends.
+pub(super) struct Connection {
+    pub(super) peer: SocketAddr,
+    pub(super) protocols: Arc<Protocols>,
+    /// Becomes `true` when the server shuts down.
+    pub(super) stopped: watch::Receiver<bool>,
+    /// Held for the connection's life: the server has drained when every
+    /// clone is gone.
+    pub(super) _alive: mpsc::Sender<()>,
+}
+
+impl Connection {
+    /// TLS handshake (when configured) and protocol choice, then HTTP. A
+    /// connection that has not spoken HTTP yet has nothing to drain, so
+    /// shutdown simply closes it.
+    pub(super) async fn serve<S, B>(mut self, stream: TcpStream, tls: Option<TlsAcceptor>, service: S)
+    where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let stats = self.protocols.stats.clone();
+        let _open = Held::new(&stats.open);
+        // The task lives as long as the connection, and its size is that
+        // of the largest thing it ever awaits. So each step is boxed: the
+        // sniffing and the TLS handshake (large rustls state) are freed
+        // when done, and the task then holds only the protocol the
+        // connection speaks (an idle HTTP/1.1 connection's few hundred
+        // bytes, or an HTTP/2 connection's some kilobytes).
+        match tls {
+            None => match Box::pin(self.first_bytes(&stream)).await {
+                Some(Protocol::Http1) => Box::pin(self.http1(stream, service)).await,
+                Some(Protocol::Http2) => Box::pin(self.http2(stream, service)).await,
+                None => {}
+            },
+            Some(acceptor) => {
+                let Some(tls) = Box::pin(self.handshake(acceptor, stream)).await else {
+                    return;
+                };
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Box::pin(self.http2(*tls, service)).await;
+                } else {
+                    Box::pin(self.http1(*tls, service)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits, up to the header read timeout, for the client's first bytes
+    /// and tells its protocol from them; `None` when the client leaves
+    /// first, the time runs out, or the server stops.
+    async fn first_bytes(&mut self, stream: &TcpStream) -> Option<Protocol> {
+        let peer = self.peer;
+        let sniffed = tokio::select! {
+            p = tokio::time::timeout(self.protocols.header_read_timeout, sniff(stream)) => p,
+            _ = self.stopped.wait_for(|s| *s) => return None,
+        };
+        match sniffed {
+            Ok(Ok(protocol)) => protocol,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection failed before its first request");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no request before the header read timeout");
+                None
+            }
+        }
+    }
+
+    /// The TLS handshake, bounded in time; `None` (logged) when it fails or
+    /// the server stops. The stream comes boxed, so a caller that keeps it
+    /// only to move it on does not grow by its size.
+    async fn handshake(
+        &mut self,
+        acceptor: TlsAcceptor,
+        stream: TcpStream,
+    ) -> Option<Box<tokio_rustls::server::TlsStream<TcpStream>>> {
+        let peer = self.peer;
+        let handshake = tokio::select! {
+            h = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => h,
+            _ = self.stopped.wait_for(|s| *s) => return None,
+        };
+        match handshake {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "tls handshake timed out");
+                None
+            }
+        }
+    }
+
+    async fn http2<I, S, B>(&mut self, io: I, service: S)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let conn = self.protocols.http2.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let stopping = tokio::select! {
+            result = conn.as_mut() => Err(result),
+            _ = self.stopped.wait_for(|s| *s) => Ok(()),
+        };
+        let result = match stopping {
+            Err(result) => result,
+            Ok(()) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+        }
+    }
+
+    /// HTTP/1.1 until the client leaves, parking the connection whenever
+    /// it idles (see the module documentation).
+    pub(super) async fn http1<I, S, B>(&mut self, io: I, service: S)
+    where
+        I: Socket,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let activity = Arc::new(Activity::default());
+        let mut io = ParkIo::new(io, activity.clone());
+        let mut service = Tracked::new(service, activity.clone());
+        // The first request is already there (sniffed), or may already sit
+        // decrypted in the TLS layer where socket readiness cannot see it:
+        // start hyper at once.
+        let mut parked = false;
+        loop {
+            if parked {
+                let _parked = Held::new(&self.protocols.stats.parked);
+                // hyper's header read timeout closes an idle connection it
+                // serves; a parked one gets what is left of that time.
+                let idle = self
+                    .protocols
+                    .header_read_timeout
+                    .saturating_sub(self.protocols.park_after);
+                let readable = poll_fn(|cx| io.get_ref().poll_read_ready(cx));
+                let woke = tokio::select! {
+                    r = tokio::time::timeout(idle, readable) => r,
+                    _ = self.stopped.wait_for(|s| *s) => return,
+                };
+                match woke {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "parked connection failed");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+            // A hyper connection is parked only once it has served a
+            // request: then it waits in its keep-alive state, where a
+            // graceful shutdown closes it at once even with part of the
+            // next request read ahead (which the next connection gets). A
+            // client that trickles a request in meets the new connection's
+            // header read timeout instead of a fresh park.
+            let parkable_after = activity.calls() + 1;
+            let conn = self
+                .protocols
+                .http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            let conn = Box::pin(conn);
+            let (conn, result, was_parked) = drive(
+                conn,
+                &activity,
+                parkable_after,
+                self.protocols.park_after,
+                &mut self.stopped,
+            )
+            .await;
+            if let Err(e) = result {
+                tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                return;
+            }
+            if !was_parked {
+                return;
+            }
+            // Parked: hyper ended at the message boundary where it waited
+            // and left the socket open. `None` would mean the connection
+            // was upgraded, which cannot happen while nothing is in flight.
+            let Some(parts) = Pin::into_inner(conn).into_parts() else {
+                return;
+            };
+            activity.set_parking(false);
+            self.protocols.stats.parks.fetch_add(1, Ordering::Relaxed);
+            io = parts.io.into_inner();
+            io.push_read_ahead(parts.read_buf);
+            service = parts.service;
+            parked = !io.has_read_ahead();
+        }
+    }
+}
+
+type Http1Conn<I, S> = http1::UpgradeableConnection<TokioIo<ParkIo<I>>, Tracked<S>>;
+
+/// Runs one hyper HTTP/1.1 connection until it ends: because the client
+/// left, because shutdown drained it, or because it sat idle for
+/// `park_after` and was asked to end where it waited (then the third
+/// value is `true`). The connection is handed back so its socket can be
+/// taken out.
+async fn drive<I, S, B>(
+    mut conn: Pin<Box<Http1Conn<I, S>>>,
+    activity: &Activity,
+    parkable_after: u64,
+    park_after: Duration,
+    stopped: &mut watch::Receiver<bool>,
+) -> (Pin<Box<Http1Conn<I, S>>>, hyper::Result<()>, bool)
+where
+    I: Socket,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let stop = stopped.wait_for(|s| *s);
+    tokio::pin!(stop);
+    let mut draining = false;
+    let mut parking = false;
+    // Made at the first quiet spell and re-armed at each new one, so a
+    // busy connection pays a timer reset per request, not an allocation.
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut armed_for = None;
+    let result = poll_fn(|cx| {
+        loop {
+            if !draining && !parking && stop.as_mut().poll(cx).is_ready() {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            if draining || parking || activity.calls() < parkable_after {
+                return Poll::Pending;
+            }
+            let Some(spell) = activity.quiet_spell() else {
+                return Poll::Pending;
+            };
+            if armed_for != Some(spell) {
+                let deadline = tokio::time::Instant::now() + park_after;
+                match &mut timer {
+                    Some(t) => t.as_mut().reset(deadline),
+                    None => timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+                armed_for = Some(spell);
+            }
+            let Some(t) = timer.as_mut() else {
+                return Poll::Pending;
+            };
+            if t.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Idle for `park_after`: hyper, waiting for a request head with
+            // nothing in flight, closes at once when asked to shut down
+            // gracefully, without writing anything.
+            parking = true;
+            activity.set_parking(true);
+            conn.as_mut().graceful_shutdown();
+        }
+    })
+    .await;
+    (conn, result, parking)
+}
+
+/// What a plain-text connection speaks, from its first bytes, left unread
+/// for hyper: HTTP/2 when they are the HTTP/2 connection preface (prior
+/// knowledge, RFC 9113 section 3.3), HTTP/1 otherwise. `None` when the
+/// client closes before sending anything.
+pub(super) async fn sniff(stream: &TcpStream) -> io::Result<Option<Protocol>> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf.get(..n) != PREFACE.get(..n) {
+            return Ok(Some(Protocol::Http1));
+        }
+        if n == PREFACE.len() {
+            return Ok(Some(Protocol::Http2));
+        }
+        // Part of the preface so far. `peek` returns at once while those
+        // bytes wait unread, so give the rest a moment to arrive (the
+        // caller bounds the whole wait by the header read timeout).
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
