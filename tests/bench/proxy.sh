@@ -27,6 +27,8 @@
 # IDLE_CONNECTIONS (10000), IDLE_PEERS ("nginx portcullis"),
 # PORTCULLIS_BIN (skip the build and use this binary), DEV_IDP_BIN (the
 # same for the development provider), PORTCULLIS_LOG (warn),
+# PORTCULLIS_WORKERS (0: Portcullis's `[server] workers`, 0 being one per
+# CPU, its default; the nginx peer always runs one worker process),
 # KEEP_WORKDIR=1 (keep the temporary directory and its logs), PERF=1 (with
 # KEEP_WORKDIR=1: record a CPU profile of Portcullis during its load run;
 # PERF_LEG=audited or signed-in profiles that leg instead).
@@ -45,6 +47,7 @@ ROUNDS=${ROUNDS:-3}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 IDLE_PEERS=${IDLE_PEERS:-nginx portcullis}
 PORTCULLIS_LOG=${PORTCULLIS_LOG:-warn}
+PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-0}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 
 say() { printf '==> %s\n' "$*"; }
@@ -72,6 +75,7 @@ warmup_s=$(seconds_of "$WARMUP")
 [[ $THREADS =~ ^[0-9]+$ && $THREADS -gt 0 ]] || die "THREADS must be a positive number"
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "ROUNDS must be a positive number"
 [[ $IDLE_CONNECTIONS =~ ^[0-9]+$ ]] || die "IDLE_CONNECTIONS must be a number"
+[[ $PORTCULLIS_WORKERS =~ ^[0-9]+$ ]] || die "PORTCULLIS_WORKERS must be a number"
 
 # ---------------------------------------------------------------------------
 # Packages
@@ -676,6 +680,7 @@ cat >"$pc/portcullis.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
 public_url = "http://127.0.0.1:$port"
+workers = $PORTCULLIS_WORKERS
 
 [admin]
 listen = "127.0.0.1:$admin_port"
@@ -1051,7 +1056,7 @@ fi
 # Report
 # ---------------------------------------------------------------------------
 echo
-echo "Proxy benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS round(s), $(nproc) cores, loopback; mod_auth_openidc $openidc_version"
+echo "Proxy benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS round(s), $(nproc) cores, loopback; portcullis workers $PORTCULLIS_WORKERS (0: one per CPU); mod_auth_openidc $openidc_version"
 printf '%-26s %10s %9s %9s %9s %12s %7s\n' target req/s "p50 ms" "p99 ms" "x nginx" "p99-nginx" errors
 for leg in "${legs[@]}"; do
   if [ -z "${rps[$leg]:-}" ]; then
