@@ -31,7 +31,8 @@
 # CPU, its default; the nginx peer always runs one worker process),
 # KEEP_WORKDIR=1 (keep the temporary directory and its logs), PERF=1 (with
 # KEEP_WORKDIR=1: record a CPU profile of Portcullis during its load run;
-# PERF_LEG=audited or signed-in profiles that leg instead).
+# PERF_LEG=audited or signed-in profiles that leg instead; PERF_CALL_GRAPH=dwarf
+# records whole stacks).
 #
 # Exit status: 0 when every leg ran (whether or not the targets are met),
 # 1 when something failed to run; the table is printed either way.
@@ -867,7 +868,9 @@ for leg in "${legs[@]}"; do
   perf_pid=
   if [ "${PERF:-0}" = 1 ] && [ "$leg" = "${PERF_LEG:-portcullis}" ] && command -v perf >/dev/null; then
     # A CPU profile of Portcullis under load, for `perf report -i`.
-    perf record -q -F 999 -g -e cpu-clock -p "${pid_of[$leg]}" -o "$work/perf.data" \
+    # PERF_CALL_GRAPH=dwarf gives whole stacks of a build without frame
+    # pointers (larger files).
+    perf record -q -F 999 --call-graph "${PERF_CALL_GRAPH:-fp}" -e cpu-clock -p "${pid_of[$leg]}" -o "$work/perf.data" \
       -- sleep "$duration_s" >/dev/null 2>&1 &
     perf_pid=$!
   fi

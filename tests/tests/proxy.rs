@@ -1157,3 +1157,66 @@ async fn the_email_passed_upstream_is_the_primary_one() {
         Some("main.address@example.com")
     );
 }
+
+/// An upstream that closes every connection right after its answer (while
+/// saying nothing of it, as some servers and load balancers do): pooled
+/// connections it has closed are never used, so every request gets its
+/// answer.
+#[tokio::test]
+async fn upstream_connections_closed_after_each_answer_are_not_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                // Closed a moment later (so the proxy has pooled the
+                // connection by then), without a `Connection: close`.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            });
+        }
+    });
+    let idp = TestIssuer::start().await;
+    let config = format!(
+        "[oidc]\nissuer = \"{}\"\naudiences = [\"portcullis-test\"]\n\
+         [[routes]]\nname = \"app\"\nupstream = \"http://{upstream}\"\n\
+         [[routes]]\nname = \"other\"\nhost = \"other.test\"\nupstream = \"http://{upstream}\"\n",
+        idp.issuer(),
+    );
+    let server = TestServer::start(&config, &[("app.toml", POLICY)]).await;
+    let client = http_client();
+    for i in 0..20 {
+        let resp = client
+            .request(
+                Request::get(format!("{}/public/{i}", server.url))
+                    .body(Full::new(Bytes::new()))
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), StatusCode::OK, "request {i}");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok");
+        // Time for the close to reach the proxy's pool.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::Relaxed),
+        20,
+        "one upstream connection per request"
+    );
+    task.abort();
+}

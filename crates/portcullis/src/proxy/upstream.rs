@@ -199,15 +199,13 @@ impl Upstream {
     }
 
     async fn exchange(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+        // The common path (a pooled HTTP/1.1 connection that takes the
+        // request) is inline; HTTP/2 and the retry on a fresh connection
+        // are boxed. This future is part of every request's, and is
+        // copied and allocated with it: inline, the rare paths' state
+        // would make it larger for every request.
         let (resp, sender) = match self.checkout().await? {
-            Sender::H2(mut sender) => {
-                let resp = sender.send_request(req).await.map_err(|e| {
-                    // A broken shared connection is replaced on next use.
-                    self.pool.h2.lock().take();
-                    bad_gateway(&e)
-                })?;
-                (resp, None)
-            }
+            Sender::H2(sender) => (Box::pin(self.exchange_h2(sender, req)).await?, None),
             Sender::H1(mut sender) => match sender.try_send_request(req).await {
                 Ok(resp) => (resp, Some(sender)),
                 Err(mut e) => {
@@ -216,8 +214,7 @@ impl Upstream {
                     let Some(req) = e.take_message() else {
                         return Err(bad_gateway(e.error()));
                     };
-                    let mut sender = Box::pin(self.connect_h1()).await?;
-                    let resp = sender.send_request(req).await.map_err(|e| bad_gateway(&e))?;
+                    let (resp, sender) = Box::pin(self.retry_h1(req)).await?;
                     (resp, Some(sender))
                 }
             },
@@ -237,6 +234,27 @@ impl Upstream {
             body.finish();
         }
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    async fn exchange_h2(
+        &self,
+        mut sender: http2::SendRequest<ProxyBody>,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        sender.send_request(req).await.map_err(|e| {
+            // A broken shared connection is replaced on next use.
+            self.pool.h2.lock().take();
+            bad_gateway(&e)
+        })
+    }
+
+    async fn retry_h1(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, http1::SendRequest<ProxyBody>), ProxyError> {
+        let mut sender = self.connect_h1().await?;
+        let resp = sender.send_request(req).await.map_err(|e| bad_gateway(&e))?;
+        Ok((resp, sender))
     }
 
     async fn checkout(&self) -> Result<Sender, ProxyError> {
