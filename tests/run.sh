@@ -5,7 +5,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's wall time is printed at the end, so a slow CI run shows where
+# its time went.
+timings=()
+current=
+started=$SECONDS
+step() {
+  finish_step
+  current=$*
+  started=$SECONDS
+  printf '\n==> %s\n' "$current"
+}
+finish_step() {
+  if [ -n "$current" ]; then
+    timings+=("$(printf '%5ds  %s' $((SECONDS - started)) "$current")")
+    current=
+  fi
+}
+print_timings() {
+  finish_step
+  echo
+  printf '%s\n' "${timings[@]}"
+  printf '%5ds  total\n' "$SECONDS"
+}
+# Printed on failure too.
+trap print_timings EXIT
 
 step "format"
 cargo fmt --all -- --check
