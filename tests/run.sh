@@ -48,10 +48,13 @@ step "the README's first command, as written (builds the release binary and runs
 ./tests/readme.sh
 
 step "deployment files: portcullis check and policy tests on every shipped configuration, manifests"
-./tests/deploy/check.sh
+# The release binary the step above built: `cargo build -p portcullis`
+# alone would unify features differently from `cargo test --workspace` and
+# rebuild much of the tree in debug.
+PORTCULLIS_BIN="${CARGO_TARGET_DIR:-target}/release/portcullis" ./tests/deploy/check.sh
 
 step "SCIM compliance (scim2-tester against a running server)"
-./tests/scim/compliance.sh
+PORTCULLIS_BIN="${CARGO_TARGET_DIR:-target}/release/portcullis" ./tests/scim/compliance.sh
 
 step "fuzzing the SCIM filter parser and PATCH engine (bounded)"
 # cargo-fuzz needs a nightly toolchain; the deterministic fuzz smoke tests in
@@ -59,7 +62,11 @@ step "fuzzing the SCIM filter parser and PATCH engine (bounded)"
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
   for target in filter patch; do
-    (cd crates/scim/fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="${FUZZ_SECONDS:-30}" -seed=1 2>&1 | tail -n 3)
+    # From the hand-written seeds, with the grammar's dictionary; bounded in
+    # time per input too (a hang is a failure).
+    (cd crates/scim/fuzz && mkdir -p "corpus/$target" &&
+      cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+        -dict=filter.dict -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 -seed=1 2>&1 | tail -n 3)
   done
 else
   echo "skipped: no nightly toolchain for cargo-fuzz (the fuzz smoke tests ran with the unit tests)"

@@ -2,7 +2,8 @@
 # SCIM compliance: starts a real `portcullis serve` on loopback with a fresh
 # store and a random SCIM token, runs the scim2-tester checks (installed from
 # PyPI into a virtual environment under target/) against it, and stops it.
-# Exits non-zero if any check fails.
+# Uses $PORTCULLIS_BIN if set, else builds the debug binary. Exits non-zero
+# if any check fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,8 +20,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check "scim2-tester==0.5.2" "httpx2==2.16.2"
 
-cargo build -q -p portcullis
-bin=$(cargo metadata --format-version 1 --no-deps | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/portcullis
+if [ -n "${PORTCULLIS_BIN:-}" ]; then
+  bin=$PORTCULLIS_BIN
+else
+  cargo build -q -p portcullis
+  bin=$(cargo metadata --format-version 1 --no-deps | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/portcullis
+fi
+[ -x "$bin" ] || { echo "no portcullis binary at $bin" >&2; exit 1; }
 
 tmp=$(mktemp -d)
 pid=""

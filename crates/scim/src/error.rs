@@ -2,6 +2,7 @@
 //! `scimType`, and a human-readable detail. Every failure the SCIM service
 //! can produce ends up as one of these, rendered as the SCIM Error schema.
 
+#[cfg(feature = "server")]
 use portcullis_directory::DirectoryError;
 use serde_json::{Value, json};
 
@@ -78,6 +79,7 @@ impl ScimError {
     }
 }
 
+#[cfg(feature = "server")]
 impl From<DirectoryError> for ScimError {
     fn from(e: DirectoryError) -> Self {
         match &e {
