@@ -3,7 +3,7 @@
 # commands are run by CI as written"):
 # - the second must be the command CI is running (tests/run.sh, called by
 #   .ci/run), so it is checked, not run again;
-# - the first (the demo, built in release mode) is run exactly as the README
+# - the first (the demo) is run exactly as the README
 #   gives it, plus ports chosen by the kernel instead of 8080/8081/9090
 #   (tests never take fixed ports) and a state file in a temporary
 #   directory. Its printed curl line must reach the sample app (200), the
@@ -25,7 +25,7 @@ suite=${commands[1]}
 [ "$suite" = "./tests/run.sh" ] || fail "README.md: the second command is '$suite', not ./tests/run.sh"
 grep -q '^exec ./tests/run.sh$' .ci/run || fail ".ci/run does not run ./tests/run.sh"
 case $demo in
-  "cargo run --release -p portcullis -- demo") ;;
+  "cargo run -p portcullis -- demo") ;;
   *) fail "README.md: the first command '$demo' is not the one this script knows how to check" ;;
 esac
 
@@ -45,7 +45,7 @@ echo "building and starting: $demo"
 $demo --listen 127.0.0.1:0 --idp-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
   --state-file "$tmp/demo.json" >"$tmp/out.log" 2>"$tmp/err.log" &
 pid=$!
-# Building in release mode from a clean checkout takes minutes.
+# Building from a clean checkout takes minutes.
 deadline=$((SECONDS + 900))
 until grep -q 'Ctrl-C stops the demo' "$tmp/out.log"; do
   if ! kill -0 "$pid" 2>/dev/null; then

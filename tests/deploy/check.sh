@@ -31,7 +31,7 @@ trap 'rm -rf "$tmp"' EXIT
 # --- tools -------------------------------------------------------------------
 
 if [ -n "${PORTCULLIS_BIN:-}" ]; then
-  bin=$PORTCULLIS_BIN
+  bin=$(realpath "$PORTCULLIS_BIN")
 else
   cargo build -q -p portcullis
   bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/portcullis

@@ -21,7 +21,7 @@ fi
 "$venv/bin/pip" install -q --disable-pip-version-check "scim2-tester==0.5.2" "httpx2==2.16.2"
 
 if [ -n "${PORTCULLIS_BIN:-}" ]; then
-  bin=$PORTCULLIS_BIN
+  bin=$(realpath "$PORTCULLIS_BIN")
 else
   cargo build -q -p portcullis
   bin=$(cargo metadata --format-version 1 --no-deps | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/portcullis
