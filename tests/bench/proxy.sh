@@ -246,6 +246,20 @@ for entry in os.listdir("/proc"):
 PY
 }
 
+# CPU time, user and system, in clock ticks, of a server: the process and
+# its children (nginx's and Apache's workers). Compared per request, it is
+# steadier than requests/s on a machine whose speed drifts, since it does
+# not depend on what else got the cores.
+cpu_ticks() {
+  local total=0 p t
+  for p in "$1" $(children_of "$1"); do
+    t=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+clock_ticks=$(getconf CLK_TCK)
+
 # Resident set size of PID in kB.
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f MB", kb / 1024 }'; }
@@ -854,7 +868,7 @@ end
 LUA
 
 say "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up), one target at a time, $ROUNDS round(s)"
-declare -A rps_r=() p50_r=() p99_r=()
+declare -A rps_r=() p50_r=() p99_r=() cpu_r=()
 for round in $(seq 1 "$ROUNDS"); do
 for leg in "${legs[@]}"; do
   if [ -n "${failure[$leg]:-}" ]; then
@@ -874,6 +888,7 @@ for leg in "${legs[@]}"; do
       -- sleep "$duration_s" >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  ticks_before=$(cpu_ticks "${pid_of[$leg]}")
   if ! timeout $((duration_s + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency \
     -s "$work/report.lua" -H "${header_of[$leg]}" "${url_of[$leg]}" >"$out" 2>&1; then
     fail_leg "$leg" "wrk failed: $(tail -n 3 "$out" | tr '\n' ' ')"
@@ -894,12 +909,14 @@ for leg in "${legs[@]}"; do
     fail_leg "$leg" "no request completed"
     continue
   fi
+  ticks=$(( $(cpu_ticks "${pid_of[$leg]}") - ticks_before ))
+  cpu_r[$leg:$round]=$(awk -v t="$ticks" -v hz="$clock_ticks" -v n="${r[requests]}" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
   rps_r[$leg:$round]=$(awk -v n="${r[requests]}" -v us="${r[duration_us]}" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
   p50_r[$leg:$round]=$(awk -v us="${r[p50_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
   p99_r[$leg:$round]=$(awk -v us="${r[p99_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
   socket_errors[$leg]=$(( ${socket_errors[$leg]:-0} + r[socket_errors] ))
-  printf '  round %s  %-26s %9s req/s  p50 %s ms  p99 %s ms\n' "$round" "${label[$leg]}" "${rps_r[$leg:$round]}" \
-    "${p50_r[$leg:$round]}" "${p99_r[$leg:$round]}"
+  printf '  round %s  %-26s %9s req/s  p50 %s ms  p99 %s ms  cpu %s us/req\n' "$round" "${label[$leg]}" "${rps_r[$leg:$round]}" \
+    "${p50_r[$leg:$round]}" "${p99_r[$leg:$round]}" "${cpu_r[$leg:$round]}"
   if [ "${r[non2xx]}" -gt 0 ]; then
     fail_leg "$leg" "${r[non2xx]} of ${r[requests]} responses under load were not 2xx"
   fi
@@ -912,12 +929,13 @@ done
 median() {
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-declare -A ratio_of=() delta_of=()
+declare -A ratio_of=() delta_of=() cpu=()
 for leg in "${legs[@]}"; do
-  values=() fast=() slow=() ratios=() deltas=()
+  values=() fast=() slow=() ratios=() deltas=() cpus=()
   for round in $(seq 1 "$ROUNDS"); do
     [ -n "${rps_r[$leg:$round]:-}" ] || continue
     values+=("${rps_r[$leg:$round]}")
+    cpus+=("${cpu_r[$leg:$round]}")
     fast+=("${p50_r[$leg:$round]}")
     slow+=("${p99_r[$leg:$round]}")
     if [ -n "${rps_r[nginx:$round]:-}" ]; then
@@ -929,6 +947,7 @@ for leg in "${legs[@]}"; do
   rps[$leg]=$(median "${values[@]}" | awk '{ printf "%.0f", $1 }')
   p50[$leg]=$(median "${fast[@]}")
   p99[$leg]=$(median "${slow[@]}")
+  cpu[$leg]=$(median "${cpus[@]}")
   if [ "${#ratios[@]}" -gt 0 ]; then
     ratio_of[$leg]=$(median "${ratios[@]}")
     delta_of[$leg]=$(median "${deltas[@]}")
@@ -1060,7 +1079,7 @@ fi
 # ---------------------------------------------------------------------------
 echo
 echo "Proxy benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS round(s), $(nproc) cores, loopback; portcullis workers $PORTCULLIS_WORKERS (0: one per CPU); mod_auth_openidc $openidc_version"
-printf '%-26s %10s %9s %9s %9s %12s %7s\n' target req/s "p50 ms" "p99 ms" "x nginx" "p99-nginx" errors
+printf '%-26s %10s %9s %9s %9s %12s %12s %7s\n' target req/s "p50 ms" "p99 ms" "x nginx" "p99-nginx" "cpu us/req" errors
 for leg in "${legs[@]}"; do
   if [ -z "${rps[$leg]:-}" ]; then
     printf '%-26s FAILED: %s\n' "${label[$leg]}" "${failure[$leg]:-not measured}"
@@ -1072,9 +1091,14 @@ for leg in "${legs[@]}"; do
     ratio=$(awk -v v="${ratio_of[$leg]}" 'BEGIN { printf "%.2fx", v }')
     delta=$(awk -v v="${delta_of[$leg]}" 'BEGIN { printf "%+.3f ms", v }')
   fi
-  printf '%-26s %10s %9s %9s %9s %12s %7s\n' "${label[$leg]}" "${rps[$leg]}" "${p50[$leg]}" "${p99[$leg]}" "$ratio" "$delta" "${socket_errors[$leg]}"
+  printf '%-26s %10s %9s %9s %9s %12s %12s %7s\n' "${label[$leg]}" "${rps[$leg]}" "${p50[$leg]}" "${p99[$leg]}" "$ratio" "$delta" "${cpu[$leg]}" "${socket_errors[$leg]}"
   if [ -n "${failure[$leg]:-}" ]; then printf '%-26s   but FAILED: %s\n' "" "${failure[$leg]}"; fi
 done
+
+echo "cpu us/req: the server's own CPU time (user and system, its worker processes included) per request, medians."
+if [ -n "${cpu[portcullis]:-}" ] && [ -n "${cpu[nginx]:-}" ]; then
+  echo "CPU per request against nginx: portcullis $(awk -v a="${cpu[portcullis]}" -v b="${cpu[nginx]}" 'BEGIN { printf "%.2fx", a / b }')${cpu[signed-in]:+, signed-in $(awk -v a="${cpu[signed-in]}" -v b="${cpu[nginx]}" 'BEGIN { printf "%.2fx", a / b }')}"
+fi
 
 echo
 echo "Targets:"

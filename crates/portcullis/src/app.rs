@@ -420,8 +420,7 @@ impl hyper::service::Service<Request<Incoming>> for GatewayConn {
                 Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()))
             })
         } else {
-            let proxy = self.gateway.proxy.clone();
-            Box::pin(async move { Ok(proxy.handle(req, conn).await) })
+            Box::pin(self.gateway.proxy.clone().handle(Box::new(req), conn))
         }
     }
 }

@@ -184,41 +184,81 @@ impl Upstream {
         }
     }
 
-    /// Sends the request and waits for the response headers.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+    /// Sends the request and waits for the response headers, under the
+    /// response timeout (and the total timeout, when shorter).
+    ///
+    /// The common case, a pooled HTTP/1.1 connection ready for the next
+    /// request, is a small hand-written future ([`Sending`]) rather than
+    /// nested `async fn`s: this future is part of every request's, which is
+    /// allocated and copied per request, and an `async fn` keeps a copy of
+    /// the request in each layer. Everything else (HTTP/2, no pooled
+    /// connection, the retry on a fresh one) is the boxed [`Self::exchange`].
+    pub fn send(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Sending<'_, impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send + use<>> {
         let wait = match self.total_timeout {
             Some(total) => total.min(self.response_timeout),
             None => self.response_timeout,
         };
-        match tokio::time::timeout(wait, self.exchange(req)).await {
-            Ok(result) => result,
-            Err(_) => Err(ProxyError::GatewayTimeout {
-                detail: format!("no response headers within {}", humantime::format_duration(wait)),
-            }),
+        let state = match self.ready_h1() {
+            Some(mut sender) => State::Pooled {
+                fut: sender.try_send_request(req),
+                sender: Some(sender),
+            },
+            None => State::Other {
+                fut: Box::pin(self.exchange(req)),
+            },
+        };
+        Sending {
+            upstream: self,
+            wait,
+            state,
+            sleep: tokio::time::sleep(wait),
         }
     }
 
+    /// The most recently used pooled HTTP/1.1 connection, if it can take a
+    /// request now (expired and closed ones are dropped on the way).
+    fn ready_h1(&self) -> Option<http1::SendRequest<ProxyBody>> {
+        if self.http2 {
+            return None;
+        }
+        let mut idle = self.pool.idle.lock();
+        while let Some((sender, since)) = idle.pop() {
+            if since.elapsed() >= self.idle_timeout || sender.is_closed() {
+                continue;
+            }
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Still finishing its last exchange: `exchange` waits for it.
+            idle.push((sender, since));
+            break;
+        }
+        None
+    }
+
+    /// Any exchange but the pooled HTTP/1.1 one [`Self::send`] does itself.
     async fn exchange(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
-        // The common path (a pooled HTTP/1.1 connection that takes the
-        // request) is inline; HTTP/2 and the retry on a fresh connection
-        // are boxed. This future is part of every request's, and is
-        // copied and allocated with it: inline, the rare paths' state
-        // would make it larger for every request.
         let (resp, sender) = match self.checkout().await? {
-            Sender::H2(sender) => (Box::pin(self.exchange_h2(sender, req)).await?, None),
+            Sender::H2(sender) => (self.exchange_h2(sender, req).await?, None),
             Sender::H1(mut sender) => match sender.try_send_request(req).await {
                 Ok(resp) => (resp, Some(sender)),
                 Err(mut e) => {
-                    // Refused before anything was written (the pooled
-                    // connection had just closed): safe to retry once.
                     let Some(req) = e.take_message() else {
                         return Err(bad_gateway(e.error()));
                     };
-                    let (resp, sender) = Box::pin(self.retry_h1(req)).await?;
-                    (resp, Some(sender))
+                    return self.retry_h1(req).await;
                 }
             },
         };
+        Ok(self.response(resp, sender))
+    }
+
+    /// The upstream's response, with a body that gives its HTTP/1.1
+    /// connection back to the pool at its end.
+    fn response(&self, resp: Response<Incoming>, sender: Option<http1::SendRequest<ProxyBody>>) -> Response<ProxyBody> {
         // An upgraded connection belongs to the tunnel, not the pool.
         let give_back = sender
             .filter(|_| resp.status() != StatusCode::SWITCHING_PROTOCOLS)
@@ -233,7 +273,7 @@ impl Upstream {
             // Nobody may ever poll an empty body (HEAD, 204, 304).
             body.finish();
         }
-        Ok(Response::from_parts(parts, body.boxed()))
+        Response::from_parts(parts, body.boxed())
     }
 
     async fn exchange_h2(
@@ -248,13 +288,13 @@ impl Upstream {
         })
     }
 
-    async fn retry_h1(
-        &self,
-        req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, http1::SendRequest<ProxyBody>), ProxyError> {
-        let mut sender = self.connect_h1().await?;
+    /// A request a pooled connection refused before anything was written
+    /// (the upstream had just closed it) is safe to send again, once, on a
+    /// new connection.
+    async fn retry_h1(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut sender = Box::pin(self.connect_h1()).await?;
         let resp = sender.send_request(req).await.map_err(|e| bad_gateway(&e))?;
-        Ok((resp, sender))
+        Ok(self.response(resp, Some(sender)))
     }
 
     async fn checkout(&self) -> Result<Sender, ProxyError> {
@@ -332,6 +372,75 @@ impl Upstream {
                     humantime::format_duration(self.connect_timeout)
                 ),
             }),
+        }
+    }
+}
+
+type TrySendError = hyper::client::conn::TrySendError<Request<ProxyBody>>;
+
+pin_project_lite::pin_project! {
+    /// [`Upstream::send`]'s future: the exchange, and the timer for its
+    /// response timeout.
+    pub struct Sending<'a, F> {
+        upstream: &'a Upstream,
+        wait: Duration,
+        #[pin]
+        state: State<'a, F>,
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<'a, F> {
+        /// Sent on a pooled HTTP/1.1 connection; `fut` is hyper's wait for
+        /// the response headers.
+        Pooled {
+            #[pin]
+            fut: F,
+            sender: Option<http1::SendRequest<ProxyBody>>,
+        },
+        /// Everything else, boxed.
+        Other {
+            fut: Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>>,
+        },
+    }
+}
+
+impl<F> Future for Sending<'_, F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
+{
+    type Output = Result<Response<ProxyBody>, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let polled = match this.state.as_mut().project() {
+            StateProj::Other { fut } => fut.as_mut().poll(cx),
+            StateProj::Pooled { fut, sender } => match fut.poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(resp)) => Poll::Ready(Ok(this.upstream.response(resp, sender.take()))),
+                Poll::Ready(Err(mut e)) => match e.take_message() {
+                    Some(req) => {
+                        let upstream: &Upstream = this.upstream;
+                        let mut fut = Box::pin(upstream.retry_h1(req));
+                        let polled = fut.as_mut().poll(cx);
+                        this.state.set(State::Other { fut });
+                        polled
+                    }
+                    None => Poll::Ready(Err(bad_gateway(e.error()))),
+                },
+            },
+        };
+        if polled.is_ready() {
+            return polled;
+        }
+        match this.sleep.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(ProxyError::GatewayTimeout {
+                detail: format!("no response headers within {}", humantime::format_duration(*this.wait)),
+            })),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
