@@ -74,8 +74,9 @@ pub struct RequestContext {
     /// counter: clear it on the response.
     pub clear_redirect_count: bool,
     pub method: http::Method,
-    /// The deciding policy rule (`file:line:column`), once decided.
-    pub rule: Option<String>,
+    /// The deciding policy rule, once decided (written out as
+    /// `file:line:column` only when a record needs it).
+    pub rule: Option<portcullis_policy::Location>,
     /// The user's roles and identity under the policy that decided.
     pub resolved: Option<Arc<super::identity::Resolved>>,
     /// How long the upstream took to answer (headers), once forwarded.
@@ -113,8 +114,9 @@ impl RequestContext {
 
 /// A browser navigation asks for HTML; XHR and API clients do not.
 fn wants_html(headers: &HeaderMap) -> bool {
+    const X_REQUESTED_WITH: http::HeaderName = http::HeaderName::from_static("x-requested-with");
     if headers
-        .get("x-requested-with")
+        .get(X_REQUESTED_WITH)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
     {
         return false;

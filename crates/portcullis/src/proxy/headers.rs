@@ -17,22 +17,29 @@
 //!
 //! Responses lose their hop-by-hop headers too.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-/// Hop-by-hop headers that are never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Hop-by-hop headers that are never forwarded. Names, not strings: a
+/// lookup by string parses the name first, and these are removed from
+/// every request and every response.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Whether this request asks for a protocol upgrade (WebSocket and others).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -139,7 +146,7 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr
         return peer;
     }
     let mut hops: Vec<IpAddr> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
+    for value in headers.get_all(X_FORWARDED_FOR) {
         let Ok(v) = value.to_str() else { return peer };
         for part in v.split(',') {
             match part.trim().parse::<IpAddr>() {
@@ -169,42 +176,44 @@ pub struct Forwarding<'a> {
 /// Rebuilds `X-Forwarded-For/Proto/Host` and `Forwarded`.
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let peer = canonical_ip(f.peer);
-    let prior_xff: Option<String> = f
+    let prior_xff: Option<String> = f.trusted_peer.then(|| join_values(headers, &X_FORWARDED_FOR)).flatten();
+    let prior_fwd: Option<String> = f
         .trusted_peer
-        .then(|| join_values(headers, "x-forwarded-for"))
+        .then(|| join_values(headers, &header::FORWARDED))
         .flatten();
-    let prior_fwd: Option<String> = f.trusted_peer.then(|| join_values(headers, "forwarded")).flatten();
-    let xff = match prior_xff {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.to_string(),
+    // Two strings, each written once and then used as the header's
+    // buffer: this runs on every request.
+    let mut xff = match prior_xff {
+        Some(prior) => prior + ", ",
+        None => String::with_capacity(48),
     };
-    let node = match peer {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    let _ = write!(xff, "{peer}");
+    let mut fwd = match prior_fwd {
+        Some(prior) => prior + ", ",
+        None => String::with_capacity(80 + f.host.map_or(0, HeaderValue::len)),
     };
-    let mut element = format!("for={node};proto={}", f.proto);
+    let _ = match peer {
+        IpAddr::V4(v4) => write!(fwd, "for={v4};proto={}", f.proto),
+        IpAddr::V6(v6) => write!(fwd, "for=\"[{v6}]\";proto={}", f.proto),
+    };
     if let Some(host) = f.host.and_then(|h| h.to_str().ok()) {
-        element.push_str(";host=\"");
-        element.push_str(&host.replace(['"', '\\'], ""));
-        element.push('"');
+        fwd.push_str(";host=\"");
+        fwd.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+        fwd.push('"');
     }
-    let fwd = match prior_fwd {
-        Some(prior) => format!("{prior}, {element}"),
-        None => element,
-    };
     if !f.trusted_peer {
-        headers.remove("x-forwarded-proto");
-        headers.remove("x-forwarded-host");
+        headers.remove(X_FORWARDED_PROTO);
+        headers.remove(X_FORWARDED_HOST);
     }
-    set(headers, HeaderName::from_static("x-forwarded-for"), &xff);
-    set(headers, header::FORWARDED, &fwd);
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto_static(f.proto)));
+    set(headers, X_FORWARDED_FOR, xff);
+    set(headers, header::FORWARDED, fwd);
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto_static(f.proto)));
     }
-    if !headers.contains_key("x-forwarded-host")
+    if !headers.contains_key(X_FORWARDED_HOST)
         && let Some(host) = f.host
     {
-        headers.insert("x-forwarded-host", host.clone());
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
 }
 
@@ -212,13 +221,14 @@ fn proto_static(proto: &str) -> &'static str {
     if proto == "https" { "https" } else { "http" }
 }
 
-fn join_values(headers: &HeaderMap, name: &str) -> Option<String> {
+fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
+/// Takes the value's `String`, whose buffer the header then uses as is.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    match HeaderValue::try_from(value) {
         Ok(v) => {
             headers.insert(name, v);
         }
@@ -367,6 +377,59 @@ mod tests {
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn forwarded_names_the_peer_and_host_and_extends_only_a_trusted_chain() {
+        // (client's headers, peer, trusted, Host, X-Forwarded-For, Forwarded)
+        let check = |prior: &[(&str, &str)], peer: &str, trusted: bool, host: Option<&str>, xff: &str, fwd: &str| {
+            let mut h = map(prior);
+            let host = host.map(|v| HeaderValue::from_str(v).expect("host"));
+            set_forwarding(
+                &mut h,
+                &Forwarding {
+                    peer: peer.parse().expect("ip"),
+                    trusted_peer: trusted,
+                    proto: "https",
+                    host: host.as_ref(),
+                },
+            );
+            assert_eq!(h["x-forwarded-for"], xff, "{prior:?} from {peer}");
+            assert_eq!(h["forwarded"], fwd, "{prior:?} from {peer}");
+        };
+        check(
+            &[],
+            "2001:db8::1",
+            false,
+            Some("a\"b\\c.example"),
+            "2001:db8::1",
+            "for=\"[2001:db8::1]\";proto=https;host=\"abc.example\"",
+        );
+        // An IPv4 peer seen through an IPv6 socket is written as IPv4.
+        check(
+            &[],
+            "::ffff:10.0.0.2",
+            false,
+            None,
+            "10.0.0.2",
+            "for=10.0.0.2;proto=https",
+        );
+        check(
+            &[("forwarded", "for=1.2.3.4"), ("x-forwarded-for", "1.2.3.4")],
+            "10.0.0.2",
+            true,
+            None,
+            "1.2.3.4, 10.0.0.2",
+            "for=1.2.3.4, for=10.0.0.2;proto=https",
+        );
+        check(
+            &[("forwarded", "for=6.6.6.6"), ("x-forwarded-for", "6.6.6.6")],
+            "10.0.0.2",
+            false,
+            None,
+            "10.0.0.2",
+            "for=10.0.0.2;proto=https",
+        );
     }
 
     #[test]

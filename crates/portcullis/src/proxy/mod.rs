@@ -61,6 +61,9 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
+/// Every response carries the request's id.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Where Portcullis's own endpoints live on the proxy listener.
 pub const RESERVED_PREFIX: &str = "/.portcullis/";
 
@@ -269,8 +272,7 @@ impl Inner {
             ctx.reason = Some(e.code());
             e.into_response(ctx)
         });
-        resp.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), ctx.id.header_value());
+        resp.headers_mut().insert(X_REQUEST_ID, ctx.id.header_value());
         if ctx.clear_redirect_count
             && let Some(browser) = &self.browser
         {
@@ -317,6 +319,7 @@ impl Inner {
         {
             return;
         }
+        let rule = ctx.rule.as_ref().map(ToString::to_string);
         audit.access(&crate::audit::Access {
             request_id: ctx.id.as_str(),
             user: ctx.principal.as_ref().map(|p| &*p.user_name),
@@ -326,7 +329,7 @@ impl Inner {
             path: ctx.path.as_deref().unwrap_or(raw_path),
             decision,
             reason: ctx.reason,
-            rule: ctx.rule.as_deref(),
+            rule: rule.as_deref(),
             roles: ctx.resolved.as_ref().map(|r| &r.role_names[..]),
             status,
             upstream: ctx.upstream,
@@ -487,7 +490,7 @@ impl Inner {
         let public = policy.decide_public(&request);
         if public.allowed {
             ctx.decision = Some("public");
-            ctx.rule = public.reason.rule().map(|r| r.location().to_string());
+            ctx.rule = public.reason.rule().map(|r| r.location().clone());
         }
         public.allowed
     }
@@ -508,7 +511,7 @@ impl Inner {
         };
         let resolved = self.identities.resolve(&principal, policy);
         let decision = policy.decide_with_roles(&resolved.roles, &request);
-        let rule = decision.reason.rule().map(|r| r.location().to_string());
+        let rule = decision.reason.rule().map(|r| r.location().clone());
         if !decision.allowed {
             let denied = denied(&decision.reason, &resolved.role_names, &request);
             ctx.rule = rule;
