@@ -482,12 +482,7 @@ impl Inner {
 
     /// Whether a `public` rule lets the request through unauthenticated.
     fn is_public(&self, policy: &portcullis_policy::Policy, ctx: &mut RequestContext, route: &RouteRuntime) -> bool {
-        let request = portcullis_policy::Request {
-            route: &route.config.name,
-            method: ctx.method.as_str(),
-            path: ctx.path.as_deref().unwrap_or("/"),
-        };
-        let public = policy.decide_public(&request);
+        let public = policy.decide_public(&policy_request(ctx, route));
         if public.allowed {
             ctx.decision = Some("public");
             ctx.rule = public.reason.rule().map(|r| r.location().clone());
@@ -504,29 +499,20 @@ impl Inner {
         route: &RouteRuntime,
         principal: Arc<portcullis_directory::Principal>,
     ) -> Result<Arc<identity::Resolved>, ProxyError> {
-        let request = portcullis_policy::Request {
-            route: &route.config.name,
-            method: ctx.method.as_str(),
-            path: ctx.path.as_deref().unwrap_or("/"),
-        };
         let resolved = self.identities.resolve(&principal, policy);
+        let request = policy_request(ctx, route);
         let decision = policy.decide_with_roles(&resolved.roles, &request);
-        let rule = decision.reason.rule().map(|r| r.location().clone());
-        if !decision.allowed {
-            let denied = denied(&decision.reason, &resolved.role_names, &request);
-            ctx.rule = rule;
-            ctx.principal = Some(principal);
-            ctx.resolved = Some(resolved);
-            return Err(denied);
-        }
-        ctx.rule = rule;
-        ctx.decision = Some("allow");
-        if let Some(activity) = &self.activity {
-            activity.touch(&principal, unix_now());
+        let refused = (!decision.allowed).then(|| denied(&decision.reason, &resolved.role_names, &request));
+        ctx.rule = decision.reason.rule().map(|r| r.location().clone());
+        if refused.is_none() {
+            ctx.decision = Some("allow");
+            if let Some(activity) = &self.activity {
+                activity.touch(&principal, unix_now());
+            }
         }
         ctx.principal = Some(principal);
         ctx.resolved = Some(resolved.clone());
-        Ok(resolved)
+        refused.map_or(Ok(resolved), Err)
     }
 
     /// Bearer token -> verified claims -> one active directory user; or,
@@ -822,6 +808,16 @@ impl Inner {
             }
         }
         Ok(resp)
+    }
+}
+
+/// What the policy decides on: the route, the method and the normalized
+/// path.
+fn policy_request<'a>(ctx: &'a RequestContext, route: &'a RouteRuntime) -> portcullis_policy::Request<'a> {
+    portcullis_policy::Request {
+        route: &route.config.name,
+        method: ctx.method.as_str(),
+        path: ctx.path.as_deref().unwrap_or("/"),
     }
 }
 

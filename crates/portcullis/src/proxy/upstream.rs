@@ -80,6 +80,18 @@ struct Pool {
 }
 
 impl Pool {
+    /// The most recently used idle connection that is neither expired nor
+    /// closed; those found on the way are dropped.
+    fn pop_fresh(&self, idle_timeout: Duration) -> Option<(http1::SendRequest<ProxyBody>, Instant)> {
+        let mut idle = self.idle.lock();
+        while let Some((sender, since)) = idle.pop() {
+            if since.elapsed() < idle_timeout && !sender.is_closed() {
+                return Some((sender, since));
+            }
+        }
+        None
+    }
+
     fn give_back(&self, sender: http1::SendRequest<ProxyBody>) {
         if sender.is_closed() {
             return;
@@ -224,18 +236,12 @@ impl Upstream {
         if self.http2 {
             return None;
         }
-        let mut idle = self.pool.idle.lock();
-        while let Some((sender, since)) = idle.pop() {
-            if since.elapsed() >= self.idle_timeout || sender.is_closed() {
-                continue;
-            }
-            if sender.is_ready() {
-                return Some(sender);
-            }
-            // Still finishing its last exchange: `exchange` waits for it.
-            idle.push((sender, since));
-            break;
+        let (sender, since) = self.pool.pop_fresh(self.idle_timeout)?;
+        if sender.is_ready() {
+            return Some(sender);
         }
+        // Still finishing its last exchange: `exchange` waits for it.
+        self.pool.idle.lock().push((sender, since));
         None
     }
 
@@ -312,12 +318,7 @@ impl Upstream {
             *self.pool.h2.lock() = Some(sender.clone());
             return Ok(Sender::H2(sender));
         }
-        loop {
-            let next = self.pool.idle.lock().pop();
-            let Some((mut sender, since)) = next else { break };
-            if since.elapsed() >= self.idle_timeout || sender.is_closed() {
-                continue;
-            }
+        while let Some((mut sender, _)) = self.pool.pop_fresh(self.idle_timeout) {
             if sender.ready().await.is_ok() {
                 return Ok(Sender::H1(sender));
             }
