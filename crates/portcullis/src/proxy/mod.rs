@@ -64,6 +64,9 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 /// Every response carries the request's id.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// At most how many headers [`Inner::outgoing`] adds to a request.
+const ADDED_HEADERS: usize = 13;
+
 /// Where Portcullis's own endpoints live on the proxy listener.
 pub const RESERVED_PREFIX: &str = "/.portcullis/";
 
@@ -88,6 +91,7 @@ struct RouteRuntime {
     credentials: Option<HeaderValue>,
     /// Every header this route sets, for stripping client copies.
     managed: Vec<HeaderName>,
+    metrics: crate::metrics::RouteMetrics,
 }
 
 /// The proxy service state, shared by every connection. Upstream
@@ -166,8 +170,10 @@ impl Proxy {
             let mut managed: Vec<HeaderName> = route.headers.names().cloned().collect();
             managed.extend(route.run_as_header.clone());
             managed.retain(|h| h != header::AUTHORIZATION);
+            let name: Arc<str> = Arc::from(route.name.as_str());
             routes.push(RouteRuntime {
-                name: Arc::from(route.name.as_str()),
+                metrics: metrics.route(&name),
+                name,
                 config: route.clone(),
                 credentials,
                 managed,
@@ -287,8 +293,8 @@ impl Inner {
             403 => "deny",
             _ => "error",
         });
-        self.metrics
-            .request(ctx.route_name.as_ref(), decision, status, ctx.started.elapsed());
+        let route = ctx.route.and_then(|i| self.routes.get(i)).map(|r| &r.metrics);
+        self.metrics.request(route, decision, status, ctx.started.elapsed());
         if let Some(audit) = &self.audit {
             self.record(audit, ctx, decision, status, raw_path.unwrap_or("-"));
         }
@@ -673,6 +679,10 @@ impl Inner {
         {
             headers::strip_cookies(&mut headers, |name| browser.is_own_cookie(name));
         }
+        // Room for what is added below (forwarding, host, request id,
+        // credentials, identity, assertion) at once: growing as they come
+        // would rehash every header two or three times per request.
+        let _ = headers.try_reserve(ADDED_HEADERS);
         let trusted_peer = headers::is_trusted(&self.trusted_proxies, ctx.conn.peer.ip());
         headers::set_forwarding(
             &mut headers,
@@ -761,14 +771,14 @@ impl Inner {
         let mut resp = match result {
             Ok(resp) => {
                 let took = sent.elapsed();
-                self.metrics.upstream(&route.name, took);
+                self.metrics.upstream(&route.metrics, took);
                 ctx.upstream = Some(took);
                 resp
             }
             Err(e) => {
                 match &e {
-                    ProxyError::GatewayTimeout { .. } => self.metrics.upstream_error(&route.name, "timeout"),
-                    ProxyError::BadGateway { .. } => self.metrics.upstream_error(&route.name, "connect"),
+                    ProxyError::GatewayTimeout { .. } => self.metrics.upstream_error(&route.metrics, "timeout"),
+                    ProxyError::BadGateway { .. } => self.metrics.upstream_error(&route.metrics, "connect"),
                     _ => {}
                 }
                 return Err(e);
@@ -888,7 +898,10 @@ fn bearer_token(req: &Request<Incoming>) -> Result<Option<&str>, ProxyError> {
             "more than one Authorization header",
         ));
     }
-    let text = value.to_str().map_err(|_| ProxyError::Unauthenticated {
+    // Any byte the header may hold is checked by the token's own parser;
+    // UTF-8 is checked here a word at a time, where `to_str` would check
+    // each byte of a token of a kilobyte or more.
+    let text = std::str::from_utf8(value.as_bytes()).map_err(|_| ProxyError::Unauthenticated {
         code: "malformed_authorization",
         message: "the Authorization header is not valid".into(),
         token_given: true,
