@@ -29,6 +29,8 @@
 # same for the development provider), PORTCULLIS_LOG (warn),
 # PORTCULLIS_WORKERS (0: Portcullis's `[server] workers`, 0 being one per
 # CPU, its default; the nginx peer always runs one worker process),
+# INSTRUCTIONS_S (8: seconds of the callgrind count of instructions per
+# request at the end; 0 skips it),
 # KEEP_WORKDIR=1 (keep the temporary directory and its logs), PERF=1 (with
 # KEEP_WORKDIR=1: record a CPU profile of Portcullis during its load run;
 # PERF_LEG=audited or signed-in profiles that leg instead; PERF_CALL_GRAPH=dwarf
@@ -50,6 +52,7 @@ IDLE_PEERS=${IDLE_PEERS:-nginx portcullis}
 PORTCULLIS_LOG=${PORTCULLIS_LOG:-warn}
 PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-0}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
+INSTRUCTIONS_S=${INSTRUCTIONS_S:-8}
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -77,6 +80,7 @@ warmup_s=$(seconds_of "$WARMUP")
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "ROUNDS must be a positive number"
 [[ $IDLE_CONNECTIONS =~ ^[0-9]+$ ]] || die "IDLE_CONNECTIONS must be a number"
 [[ $PORTCULLIS_WORKERS =~ ^[0-9]+$ ]] || die "PORTCULLIS_WORKERS must be a number"
+[[ $INSTRUCTIONS_S =~ ^[0-9]+$ ]] || die "INSTRUCTIONS_S must be a number of seconds"
 
 # ---------------------------------------------------------------------------
 # Packages
@@ -87,7 +91,7 @@ else
   SUDO=(sudo)
 fi
 
-packages=(nginx apache2 libapache2-mod-auth-openidc wrk openssl curl python3)
+packages=(nginx apache2 libapache2-mod-auth-openidc wrk openssl curl python3 valgrind)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
@@ -278,8 +282,10 @@ read -r port_idp port_idp_tls port_upstream port_nginx port_apache port_portcull
   port_audited port_audited_admin port_devidp port_session port_session_admin port_apache_session <<<"$ports"
 [ -n "$port_apache_session" ] || die "could not pick free ports"
 
-# Results, by leg.
-legs=(upstream nginx apache portcullis audited signed-in apache-session)
+# Results, by leg, in the order each round loads them: Portcullis right
+# after nginx, the peer its ratios are taken against, so that the
+# machine's drift between the two is as small as it can be.
+legs=(upstream nginx portcullis signed-in audited apache apache-session)
 declare -A label=(
   [upstream]="upstream (direct)"
   [nginx]="nginx proxy_pass"
@@ -1075,6 +1081,74 @@ if [ "$IDLE_CONNECTIONS" -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------------------
+# Instructions per request
+# ---------------------------------------------------------------------------
+# The one figure this machine's drifting speed cannot move: the user-space
+# instructions a server executes per proxied request, counted by callgrind
+# (valgrind) while wrk keeps 8 connections busy, after a warm-up. Repeated
+# runs agree within a few tenths of a per cent, so it shows what a code
+# change did when requests/s cannot. It leaves out the kernel (about half
+# of either server's CPU time here), and instructions are not time.
+# Each server is restarted under valgrind for this, with the same
+# configuration (nginx as one process).
+declare -A instr=()
+# instructions_of LEG LOG CMD...: runs CMD under callgrind, loads it, sets
+# instr[LEG]; the server is stopped afterwards.
+instructions_of() {
+  local leg=$1 log=$2 out pid deadline code line requests total
+  shift 2
+  out=$work/callgrind-$leg
+  spawn "$log" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out.%p" "$@"
+  pid=$started
+  # Under valgrind a server starts in seconds, not milliseconds.
+  deadline=$((SECONDS + 90))
+  code=000
+  while [ "$SECONDS" -lt "$deadline" ] && kill -0 "$pid" 2>/dev/null; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "${header_of[$leg]}" "${url_of[$leg]}" 2>/dev/null || true)
+    [ "$code" = 200 ] && break
+    sleep 0.5
+  done
+  if [ "$code" != 200 ]; then
+    warn "instructions: $leg did not answer 200 under valgrind (last status $code)"
+    log_tail "$log"
+    stop_pid "$pid"
+    return
+  fi
+  timeout 60 wrk -t1 -c8 -d2s --timeout 5s -H "${header_of[$leg]}" "${url_of[$leg]}" >/dev/null 2>&1 || true
+  callgrind_control -i on "$pid" >/dev/null 2>&1 || true
+  line=$(timeout $((INSTRUCTIONS_S + 60)) wrk -t1 -c8 -d"${INSTRUCTIONS_S}s" --timeout 5s -s "$work/report.lua" \
+    -H "${header_of[$leg]}" "${url_of[$leg]}" 2>&1 | grep '^BENCH ' || true)
+  callgrind_control -d "$pid" >/dev/null 2>&1 || true
+  deadline=$((SECONDS + 30))
+  until grep -qs '^summary:' "$out.$pid.1" || [ "$SECONDS" -ge "$deadline" ]; do sleep 0.5; done
+  stop_pid "$pid"
+  requests=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$line")
+  total=$(sed -n 's/^summary: //p' "$out.$pid.1" 2>/dev/null | head -n 1 || true)
+  if [ -z "$requests" ] || [ "$requests" -eq 0 ] || [ -z "$total" ] || ! grep -q ' non2xx=0 ' <<<"$line"; then
+    warn "instructions: no count for $leg (${line:-wrk reported nothing})"
+    return
+  fi
+  instr[$leg]=$((total / requests))
+  printf '  %-26s %9s instructions per request (%s requests)\n' "${label[$leg]}" "${instr[$leg]}" "$requests"
+}
+
+if [ "$INSTRUCTIONS_S" -gt 0 ]; then
+  say "instructions per request: callgrind, wrk -t1 -c8 -d${INSTRUCTIONS_S}s after a 2s warm-up"
+  if [ -z "${failure[nginx]:-}" ]; then
+    stop_pid "${pid_of[nginx]}"
+    instructions_of nginx "$work/nginx/callgrind.log" nginx -p "$work/nginx/" -c "$work/nginx/nginx.conf" \
+      -e "$work/nginx/error.log" -g 'daemon off; master_process off;'
+  fi
+  for leg in portcullis signed-in; do
+    [ -z "${failure[$leg]:-}" ] || continue
+    stop_pid "${pid_of[$leg]}"
+    # Not through env(1): valgrind would count env, not what it runs.
+    PORTCULLIS_LOG="$PORTCULLIS_LOG" instructions_of "$leg" "$work/$leg/callgrind.log" "$bin" serve \
+      --config "$work/$leg/portcullis.toml"
+  done
+fi
+
+# ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
 echo
@@ -1098,6 +1172,13 @@ done
 echo "cpu us/req: the server's own CPU time (user and system, its worker processes included) per request, medians."
 if [ -n "${cpu[portcullis]:-}" ] && [ -n "${cpu[nginx]:-}" ]; then
   echo "CPU per request against nginx: portcullis $(awk -v a="${cpu[portcullis]}" -v b="${cpu[nginx]}" 'BEGIN { printf "%.2fx", a / b }')${cpu[signed-in]:+, signed-in $(awk -v a="${cpu[signed-in]}" -v b="${cpu[nginx]}" 'BEGIN { printf "%.2fx", a / b }')}"
+fi
+
+if [ -n "${instr[nginx]:-}" ]; then
+  for leg in portcullis signed-in; do
+    [ -n "${instr[$leg]:-}" ] || continue
+    echo "user-space instructions per request (callgrind): ${label[$leg]} ${instr[$leg]}, nginx ${instr[nginx]}: $(awk -v a="${instr[$leg]}" -v b="${instr[nginx]}" 'BEGIN { printf "%.2fx", a / b }')"
+  done
 fi
 
 echo

@@ -312,22 +312,35 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     strip_cookies(headers, |n| n == name);
 }
 
-/// Removes the cookies whose name `drop` picks, keeping the rest.
+/// Removes the cookies whose name `drop` picks, keeping the rest (in one
+/// `Cookie` header). Headers without such a cookie are left as they are.
 pub fn strip_cookies(headers: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
-    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
-    if values.is_empty() {
+    let mut kept = String::new();
+    let mut dropped = false;
+    for value in headers.get_all(header::COOKIE) {
+        // A value that is not text cannot be read to keep what is safe.
+        let Ok(value) = value.to_str() else {
+            dropped = true;
+            continue;
+        };
+        for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let name = pair.split('=').next().unwrap_or_default().trim();
+            if drop(name) {
+                dropped = true;
+            } else {
+                if !kept.is_empty() {
+                    kept.push_str("; ");
+                }
+                kept.push_str(pair);
+            }
+        }
+    }
+    if !dropped {
         return;
     }
-    let kept: Vec<&str> = values
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split('=').next().is_some_and(|n| !drop(n.trim())))
-        .collect();
     headers.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::try_from(kept)
     {
         headers.insert(header::COOKIE, v);
     }
@@ -563,5 +576,15 @@ mod tests {
         strip_cookie(&mut h, "_portcullis");
         assert_eq!(h.get_all("cookie").iter().count(), 1);
         assert_eq!(h["cookie"], "a=1; b=2");
+
+        // Only the session cookie: no Cookie header is left.
+        let mut h = map(&[("cookie", "_portcullis=secret")]);
+        strip_cookie(&mut h, "_portcullis");
+        assert!(h.get("cookie").is_none());
+
+        // None of ours: left alone, even in two headers.
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        strip_cookie(&mut h, "_portcullis");
+        assert_eq!(h.get_all("cookie").iter().count(), 2);
     }
 }
