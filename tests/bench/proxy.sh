@@ -282,10 +282,12 @@ read -r port_idp port_idp_tls port_upstream port_nginx port_apache port_portcull
   port_audited port_audited_admin port_devidp port_session port_session_admin port_apache_session <<<"$ports"
 [ -n "$port_apache_session" ] || die "could not pick free ports"
 
-# Results, by leg, in the order each round loads them: Portcullis right
-# after nginx, the peer its ratios are taken against, so that the
-# machine's drift between the two is as small as it can be.
+# Results, by leg, in the report's order.
 legs=(upstream nginx portcullis signed-in audited apache apache-session)
+# The order each round loads them in: nginx again after each Portcullis
+# leg, so that every Portcullis figure sits between two nginx figures of
+# the same round (see the medians below).
+sequence=(upstream nginx portcullis nginx signed-in nginx audited nginx apache apache-session)
 declare -A label=(
   [upstream]="upstream (direct)"
   [nginx]="nginx proxy_pass"
@@ -874,9 +876,13 @@ end
 LUA
 
 say "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up), one target at a time, $ROUNDS round(s)"
-declare -A rps_r=() p50_r=() p99_r=() cpu_r=()
+# Results of each load run, by LEG:ROUND; nginx, loaded several times a
+# round, by nginx:ROUND:N. nginx_runs[ROUND] counts them, and
+# after_nginx[LEG:ROUND] says how many had run before LEG did.
+declare -A rps_r=() p50_r=() p99_r=() cpu_r=() nginx_runs=() after_nginx=()
 for round in $(seq 1 "$ROUNDS"); do
-for leg in "${legs[@]}"; do
+nginx_runs[$round]=0
+for leg in "${sequence[@]}"; do
   if [ -n "${failure[$leg]:-}" ]; then
     echo "  ${label[$leg]}: skipped (failed above)"
     continue
@@ -886,13 +892,14 @@ for leg in "${legs[@]}"; do
     timeout $((warmup_s + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout 5s -H "${header_of[$leg]}" "${url_of[$leg]}" >/dev/null 2>&1 || true
   fi
   perf_pid=
-  if [ "${PERF:-0}" = 1 ] && [ "$leg" = "${PERF_LEG:-portcullis}" ] && command -v perf >/dev/null; then
+  if [ "${PERF:-0}" = 1 ] && [ "$leg" = "${PERF_LEG:-portcullis}" ] && [ -z "${perf_done:-}" ] && command -v perf >/dev/null; then
     # A CPU profile of Portcullis under load, for `perf report -i`.
     # PERF_CALL_GRAPH=dwarf gives whole stacks of a build without frame
     # pointers (larger files).
     perf record -q -F 999 --call-graph "${PERF_CALL_GRAPH:-fp}" -e cpu-clock -p "${pid_of[$leg]}" -o "$work/perf.data" \
       -- sleep "$duration_s" >/dev/null 2>&1 &
     perf_pid=$!
+    perf_done=1
   fi
   ticks_before=$(cpu_ticks "${pid_of[$leg]}")
   if ! timeout $((duration_s + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency \
@@ -915,14 +922,21 @@ for leg in "${legs[@]}"; do
     fail_leg "$leg" "no request completed"
     continue
   fi
+  if [ "$leg" = nginx ]; then
+    nginx_runs[$round]=$((nginx_runs[$round] + 1))
+    key=nginx:$round:${nginx_runs[$round]}
+  else
+    after_nginx[$leg:$round]=${nginx_runs[$round]}
+    key=$leg:$round
+  fi
   ticks=$(( $(cpu_ticks "${pid_of[$leg]}") - ticks_before ))
-  cpu_r[$leg:$round]=$(awk -v t="$ticks" -v hz="$clock_ticks" -v n="${r[requests]}" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
-  rps_r[$leg:$round]=$(awk -v n="${r[requests]}" -v us="${r[duration_us]}" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
-  p50_r[$leg:$round]=$(awk -v us="${r[p50_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
-  p99_r[$leg:$round]=$(awk -v us="${r[p99_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
+  cpu_r[$key]=$(awk -v t="$ticks" -v hz="$clock_ticks" -v n="${r[requests]}" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  rps_r[$key]=$(awk -v n="${r[requests]}" -v us="${r[duration_us]}" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
+  p50_r[$key]=$(awk -v us="${r[p50_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
+  p99_r[$key]=$(awk -v us="${r[p99_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
   socket_errors[$leg]=$(( ${socket_errors[$leg]:-0} + r[socket_errors] ))
-  printf '  round %s  %-26s %9s req/s  p50 %s ms  p99 %s ms  cpu %s us/req\n' "$round" "${label[$leg]}" "${rps_r[$leg:$round]}" \
-    "${p50_r[$leg:$round]}" "${p99_r[$leg:$round]}" "${cpu_r[$leg:$round]}"
+  printf '  round %s  %-26s %9s req/s  p50 %s ms  p99 %s ms  cpu %s us/req\n' "$round" "${label[$leg]}" "${rps_r[$key]}" \
+    "${p50_r[$key]}" "${p99_r[$key]}" "${cpu_r[$key]}"
   if [ "${r[non2xx]}" -gt 0 ]; then
     fail_leg "$leg" "${r[non2xx]} of ${r[requests]} responses under load were not 2xx"
   fi
@@ -930,31 +944,61 @@ for leg in "${legs[@]}"; do
 done
 done
 
-# Medians over the rounds; ratios to nginx and p99 differences are taken
-# within each round first, so a slow round slows both sides of its ratio.
+# Medians over the rounds. A target's ratio to nginx (and its p99
+# difference) is taken within its round first, against the mean of the
+# nginx runs just before and just after it (the one there is, at either
+# end), and then the median of those: the machine's speed drifts during a
+# round, and a comparison with a run minutes away would mostly measure the
+# drift.
 median() {
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-declare -A ratio_of=() delta_of=() cpu=()
+# around_nginx FIELD LEG ROUND: the mean of FIELD (rps_r or p99_r) over the
+# nginx runs next to LEG in ROUND; nothing when there is none.
+around_nginx() {
+  local -n field=$1
+  local k=${after_nginx[$2:$3]:-} n=${nginx_runs[$3]:-0} values=()
+  [ -n "$k" ] || return 0
+  if [ "$k" -gt 0 ] && [ -n "${field[nginx:$3:$k]:-}" ]; then values+=("${field[nginx:$3:$k]}"); fi
+  if [ "$k" -lt "$n" ] && [ -n "${field[nginx:$3:$((k + 1))]:-}" ]; then values+=("${field[nginx:$3:$((k + 1))]}"); fi
+  [ "${#values[@]}" -gt 0 ] || return 0
+  printf '%s\n' "${values[@]}" | awk '{ s += $1 } END { printf "%.3f", s / NR }'
+}
+declare -A ratio_of=() delta_of=() cpu=() ratio_r=()
 for leg in "${legs[@]}"; do
   values=() fast=() slow=() ratios=() deltas=() cpus=()
   for round in $(seq 1 "$ROUNDS"); do
+    if [ "$leg" = nginx ]; then
+      for k in $(seq 1 "${nginx_runs[$round]:-0}"); do
+        values+=("${rps_r[nginx:$round:$k]}")
+        cpus+=("${cpu_r[nginx:$round:$k]}")
+        fast+=("${p50_r[nginx:$round:$k]}")
+        slow+=("${p99_r[nginx:$round:$k]}")
+      done
+      continue
+    fi
     [ -n "${rps_r[$leg:$round]:-}" ] || continue
     values+=("${rps_r[$leg:$round]}")
     cpus+=("${cpu_r[$leg:$round]}")
     fast+=("${p50_r[$leg:$round]}")
     slow+=("${p99_r[$leg:$round]}")
-    if [ -n "${rps_r[nginx:$round]:-}" ]; then
-      ratios+=("$(awk -v a="${rps_r[$leg:$round]}" -v b="${rps_r[nginx:$round]}" 'BEGIN { printf "%.3f", a / b }')")
-      deltas+=("$(awk -v a="${p99_r[$leg:$round]}" -v b="${p99_r[nginx:$round]}" 'BEGIN { printf "%.3f", a - b }')")
+    ref_rps=$(around_nginx rps_r "$leg" "$round")
+    ref_p99=$(around_nginx p99_r "$leg" "$round")
+    if [ -n "$ref_rps" ]; then
+      ratio_r[$leg:$round]=$(awk -v a="${rps_r[$leg:$round]}" -v b="$ref_rps" 'BEGIN { printf "%.3f", a / b }')
+      ratios+=("${ratio_r[$leg:$round]}")
+      deltas+=("$(awk -v a="${p99_r[$leg:$round]}" -v b="$ref_p99" 'BEGIN { printf "%.3f", a - b }')")
     fi
   done
   [ "${#values[@]}" -gt 0 ] || continue
   rps[$leg]=$(median "${values[@]}" | awk '{ printf "%.0f", $1 }')
   p50[$leg]=$(median "${fast[@]}")
   p99[$leg]=$(median "${slow[@]}")
-  cpu[$leg]=$(median "${cpus[@]}")
-  if [ "${#ratios[@]}" -gt 0 ]; then
+  cpu[$leg]=$(median "${cpus[@]}" | awk '{ printf "%.1f", $1 }')
+  if [ "$leg" = nginx ]; then
+    ratio_of[nginx]=1
+    delta_of[nginx]=0
+  elif [ "${#ratios[@]}" -gt 0 ]; then
     ratio_of[$leg]=$(median "${ratios[@]}")
     delta_of[$leg]=$(median "${deltas[@]}")
   fi
@@ -1197,11 +1241,11 @@ else
   target "portcullis p99 <= nginx p99 + 1 ms" FAIL "not measured"
 fi
 if measured portcullis && measured audited; then
-  # Within each round, as for the nginx ratio.
+  # Within each round, each leg against the nginx runs around it.
   costs=()
   for round in $(seq 1 "$ROUNDS"); do
-    if [ -n "${rps_r[portcullis:$round]:-}" ] && [ -n "${rps_r[audited:$round]:-}" ]; then
-      costs+=("$(awk -v a="${rps_r[audited:$round]}" -v b="${rps_r[portcullis:$round]}" 'BEGIN { printf "%.2f", (1 - a / b) * 100 }')")
+    if [ -n "${ratio_r[portcullis:$round]:-}" ] && [ -n "${ratio_r[audited:$round]:-}" ]; then
+      costs+=("$(awk -v a="${ratio_r[audited:$round]}" -v b="${ratio_r[portcullis:$round]}" 'BEGIN { printf "%.2f", (1 - a / b) * 100 }')")
     fi
   done
   value=$(median "${costs[@]}")
