@@ -731,6 +731,59 @@ async fn bodies_stream_both_ways_and_limits_apply() {
     assert_eq!(r.body["error"], "payload_too_large");
 }
 
+/// A request refused before its body is read (413 by its declared length,
+/// 401 without a token) ends its connection while the client is still
+/// writing the body. The client must get to finish writing (as HTTP
+/// clients such as hyper's report a failed write instead of the answer)
+/// and then read the answer: the connection is not reset under it. The
+/// body is well over what the sockets' buffers hold, so without lingering
+/// the writes fail.
+#[tokio::test]
+async fn refused_requests_are_answered_while_the_client_still_sends_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world_with("max_request_body = 1048576").await;
+    w.user("writer@example.com", &["writers", "readers"]).await;
+    let token = w.token("writer@example.com");
+    const BODY: usize = 24 << 20;
+    // (host, Authorization header, expected status): the app route limits
+    // bodies to 1 MiB, the other route does not.
+    let cases = [
+        ("app.test", format!("Authorization: Bearer {token}\r\n"), 413),
+        ("other.test", String::new(), 401),
+    ];
+    for (host, auth, expected) in cases {
+        let stream = tokio::net::TcpStream::connect(w.server.addr()).await.expect("connect");
+        let (mut rx, mut tx) = stream.into_split();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: {BODY}\r\nAccept: application/json\r\n\r\n"
+        );
+        let written = tokio::time::timeout(Duration::from_secs(20), async move {
+            tx.write_all(head.as_bytes()).await?;
+            let chunk = vec![b'x'; 1 << 16];
+            for _ in 0..BODY / chunk.len() {
+                tx.write_all(&chunk).await?;
+            }
+            tx.shutdown().await
+        })
+        .await
+        .expect("writing the body hangs");
+        assert!(
+            written.is_ok(),
+            "the body could not be written ({expected} expected): {written:?}"
+        );
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), rx.read_to_end(&mut answer))
+            .await
+            .expect("reading the answer hangs");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(read.is_ok(), "reading the answer failed: {read:?}; got {text:?}");
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {expected} ")),
+            "expected {expected}, got {text:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn upstream_credentials_run_as_assertion_in_authorization_and_opt_ins() {
     let idp = TestIssuer::start().await;

@@ -329,6 +329,11 @@ impl Connection {
                 return;
             }
             if !was_parked {
+                // hyper has answered and shut its side; the client may
+                // still be sending a body that was never read.
+                if let Some(parts) = Pin::into_inner(conn).into_parts() {
+                    Box::pin(linger(parts.io.into_inner(), &mut self.stopped)).await;
+                }
                 return;
             }
             // Parked: hyper ended at the message boundary where it waited
@@ -344,6 +349,37 @@ impl Connection {
             service = parts.service;
             parked = !io.has_read_ahead();
         }
+    }
+}
+
+/// How long, and for how many bytes, a connection hyper has ended is
+/// still read from before it is closed.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 << 20;
+
+/// Reads and drops what the client still sends after hyper ended the
+/// connection, until the client closes, `LINGER_TIME` or `LINGER_BYTES`
+/// runs out, or the server stops. A request refused before its body was
+/// read (413, 401, 403) ends the connection while the client may still be
+/// writing that body; closing a socket with unread bytes makes the kernel
+/// reset it, and a reset makes the client drop the answer it was sent and
+/// report a broken pipe instead. Lingering lets the answer arrive, as
+/// nginx's `lingering_close` does. A client that has closed ends it at once.
+async fn linger<I: Socket>(mut io: ParkIo<I>, stopped: &mut watch::Receiver<bool>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let drain = async {
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER_TIME, drain) => {}
+        _ = stopped.wait_for(|s| *s) => {}
     }
 }
 
