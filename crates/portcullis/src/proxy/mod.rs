@@ -64,6 +64,12 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 /// Every response carries the request's id.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// How a path is normalized to pick its route; the route's own options
+/// then apply.
+const ROUTING: NormalizeOptions = NormalizeOptions {
+    allow_encoded_slash: true,
+};
+
 /// At most how many headers [`Inner::outgoing`] adds to a request.
 const ADDED_HEADERS: usize = 13;
 
@@ -462,21 +468,22 @@ impl Inner {
     /// Route: the normalized path matched to a route; its index.
     fn route(&self, ctx: &mut RequestContext, req: &Request<Incoming>) -> Result<usize, ProxyError> {
         let raw_path = req.uri().path();
-        let routed = normalize_path(
-            raw_path,
-            NormalizeOptions {
-                allow_encoded_slash: true,
-            },
-        )
-        .map_err(|e| ProxyError::bad_request("bad_path", e.reason()))?;
+        let routed = normalize_path(raw_path, ROUTING).map_err(|e| ProxyError::bad_request("bad_path", e.reason()))?;
         let host = request_host(req)?;
         let index = self.router.route_index(host, &routed).ok_or(ProxyError::NoRoute)?;
         let route = self.routes.get(index).ok_or(ProxyError::NoRoute)?;
         ctx.route = Some(index);
         ctx.route_name = Some(route.name.clone());
-        let path = normalize_path(raw_path, route.config.normalize_options())
-            .map_err(|e| ProxyError::bad_request("bad_path", e.reason()))?
-            .into_owned();
+        // Routing accepts encoded slashes so that the route can decide on
+        // them; a path without any `%` reads the same either way.
+        let options = route.config.normalize_options();
+        let path = if options == ROUTING || !raw_path.contains('%') {
+            routed.into_owned()
+        } else {
+            normalize_path(raw_path, options)
+                .map_err(|e| ProxyError::bad_request("bad_path", e.reason()))?
+                .into_owned()
+        };
         ctx.path = Some(path);
         if let Some(limit) = route.config.max_request_body
             && content_length(req.headers()).is_some_and(|n| n > limit)
