@@ -1174,6 +1174,30 @@ instructions_of() {
   fi
   instr[$leg]=$((total / requests))
   printf '  %-26s %9s instructions per request (%s requests)\n' "${label[$leg]}" "${instr[$leg]}" "$requests"
+  if [ "$leg" != nginx ]; then instruction_parts "$out.$pid.1" "$requests"; fi
+}
+
+# instruction_parts FILE REQUESTS: where a Portcullis request's
+# instructions go, from callgrind's inclusive counts of the tasks' entry
+# points (see docs/benchmarks.md); a part whose function was renamed shows
+# as "?".
+instruction_parts() {
+  local file=$1 requests=$2 annotated serve handle client
+  annotated=$(callgrind_annotate --inclusive=yes --threshold=100 "$file" 2>/dev/null || true)
+  # part SYMBOL: the inclusive count per request of the first line naming it.
+  part() {
+    awk -v sym="$1" -v n="$requests" 'index($0, sym) && $1 ~ /^[0-9,]+$/ { gsub(",", "", $1); printf "%.0f", $1 / n; found = 1; exit }
+      END { if (!found) printf "?" }' <<<"$annotated"
+  }
+  serve=$(part 'portcullis::web::conn::Connection::serve::{{closure}} [')
+  handle=$(part 'portcullis::proxy::Proxy::handle::{{closure}} [')
+  client=$(part 'portcullis::proxy::upstream::handshake_h1::{{closure}}::{{closure}} [')
+  if [[ $serve =~ ^[0-9]+$ && $handle =~ ^[0-9]+$ ]]; then
+    printf '      hyper server side %s, Proxy::handle %s, upstream connection task %s\n' \
+      "$((serve - handle))" "$handle" "$client"
+  else
+    printf '      parts: serve %s, Proxy::handle %s, upstream connection task %s\n' "$serve" "$handle" "$client"
+  fi
 }
 
 if [ "$INSTRUCTIONS_S" -gt 0 ]; then
