@@ -9,7 +9,9 @@
 //! taken back, and the task waits on the bare socket; the next request
 //! gets a new hyper connection on the same socket. A client cannot tell.
 //! An idle connection, parked or not, is closed after the header read
-//! timeout, as hyper alone would do.
+//! timeout, as hyper alone would do. When hyper ends a connection, what
+//! the client still sends is read and dropped for a moment before the
+//! socket closes (a lingering close; see `linger`).
 //!
 //! Not here: what requests mean (the service's business) and accepting
 //! (`mod.rs`).
