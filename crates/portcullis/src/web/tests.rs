@@ -372,6 +372,43 @@ async fn a_parked_connection_is_closed_after_the_idle_time() {
     eventually("counted closed", || server.stats.counts().open == 0).await;
 }
 
+/// A client that trickles a request head in, a byte now and then, is
+/// closed once the header read timeout has passed since the head began,
+/// on a fresh connection and on one that served a request before (where
+/// the trickle also meets the park).
+#[tokio::test]
+async fn a_request_head_trickled_in_is_cut_off_at_the_header_read_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(800);
+    let server = start(None, TIMEOUT).await;
+    for served_before in [false, true] {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        if served_before {
+            exchange(&mut stream, HELLO, b"hello").await;
+        }
+        let began = Instant::now();
+        stream.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\nx-slow: ").await.expect("write");
+        // One byte every 50 ms for up to 5 s, reading as we go: the server
+        // must close long before the head could ever end.
+        let mut buf = [0u8; 64];
+        let closed = loop {
+            if began.elapsed() > Duration::from_secs(5) {
+                break None;
+            }
+            match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break Some(began.elapsed()),
+                Ok(Ok(n)) => panic!("an answer to half a head: {:?}", String::from_utf8_lossy(&buf[..n])),
+                Err(_) => {}
+            }
+            if stream.write_all(b"a").await.is_err() {
+                break Some(began.elapsed());
+            }
+        };
+        let closed = closed.unwrap_or_else(|| panic!("still open after 5 s (served before: {served_before})"));
+        assert!(closed >= TIMEOUT - Duration::from_millis(50), "closed early, after {closed:?}");
+        assert!(closed < TIMEOUT + PARKED + Duration::from_millis(500), "closed late, after {closed:?}");
+    }
+}
+
 #[tokio::test]
 async fn shutdown_closes_parked_connections_at_once() {
     let mut server = start(None, Duration::from_secs(30)).await;
