@@ -386,12 +386,15 @@ async fn a_request_head_trickled_in_is_cut_off_at_the_header_read_timeout() {
             exchange(&mut stream, HELLO, b"hello").await;
         }
         let began = Instant::now();
-        stream.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\nx-slow: ").await.expect("write");
-        // One byte every 50 ms for up to 5 s, reading as we go: the server
-        // must close long before the head could ever end.
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\nx-slow: ")
+            .await
+            .expect("write");
+        // One byte every 50 ms for up to 8 s, reading as we go: the server
+        // must close long before that.
         let mut buf = [0u8; 64];
         let closed = loop {
-            if began.elapsed() > Duration::from_secs(5) {
+            if began.elapsed() > Duration::from_secs(8) {
                 break None;
             }
             match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
@@ -403,9 +406,16 @@ async fn a_request_head_trickled_in_is_cut_off_at_the_header_read_timeout() {
                 break Some(began.elapsed());
             }
         };
-        let closed = closed.unwrap_or_else(|| panic!("still open after 5 s (served before: {served_before})"));
-        assert!(closed >= TIMEOUT - Duration::from_millis(50), "closed early, after {closed:?}");
-        assert!(closed < TIMEOUT + PARKED + Duration::from_millis(500), "closed late, after {closed:?}");
+        let closed = closed.unwrap_or_else(|| panic!("still open after 8 s (served before: {served_before})"));
+        assert!(
+            closed >= TIMEOUT - Duration::from_millis(50),
+            "closed early, after {closed:?}"
+        );
+        // Generous: a loaded test machine may be slow to run the timer.
+        assert!(
+            closed < TIMEOUT + PARKED + Duration::from_secs(2),
+            "closed late, after {closed:?}"
+        );
     }
 }
 
