@@ -97,8 +97,11 @@ pub(super) struct Protocols {
 impl Protocols {
     pub(super) fn new(transport: &Transport) -> Self {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(transport.header_read_timeout);
+        // The header read timeout is kept by `drive`, on the timer it
+        // re-arms for parking anyway: hyper's own makes, registers and
+        // drops a timer per request (3.5% of a proxied request's
+        // instructions).
+        h1.header_read_timeout(None);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new());
         Protocols {
@@ -318,19 +321,30 @@ impl Connection {
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             let conn = Box::pin(conn);
-            let (conn, result, was_parked) = drive(
+            let (conn, ended) = drive(
                 conn,
                 &activity,
                 parkable_after,
-                self.protocols.park_after,
+                Deadlines {
+                    park_after: self.protocols.park_after,
+                    header_read_timeout: self.protocols.header_read_timeout,
+                },
                 &mut self.stopped,
             )
             .await;
-            if let Err(e) = result {
+            let result = match ended {
+                Ended::Done(result) => Some(result),
+                Ended::Parked => None,
+                Ended::HeadTimedOut => {
+                    tracing::debug!(peer = %self.peer, "no request head within the header read timeout");
+                    return;
+                }
+            };
+            if let Some(Err(e)) = &result {
                 tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                 return;
             }
-            if !was_parked {
+            if result.is_some() {
                 // hyper has answered and shut its side; the client may
                 // still be sending a body that was never read.
                 if let Some(parts) = Pin::into_inner(conn).into_parts() {
@@ -387,18 +401,38 @@ async fn linger<I: Socket>(mut io: ParkIo<I>, stopped: &mut watch::Receiver<bool
 
 type Http1Conn<I, S> = http1::UpgradeableConnection<TokioIo<ParkIo<I>>, Tracked<S>>;
 
-/// Runs one hyper HTTP/1.1 connection until it ends: because the client
-/// left, because shutdown drained it, or because it sat idle for
-/// `park_after` and was asked to end where it waited (then the third
-/// value is `true`). The connection is handed back so its socket can be
-/// taken out.
+/// How one hyper HTTP/1.1 connection ended.
+enum Ended {
+    /// The client left, shutdown drained it, or hyper failed.
+    Done(hyper::Result<()>),
+    /// It sat idle for `park_after` and was asked to end where it waited.
+    Parked,
+    /// No whole request head came within the header read timeout since
+    /// the last request (or the connection) began to wait for one.
+    HeadTimedOut,
+}
+
+/// The times [`drive`] keeps.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    park_after: Duration,
+    header_read_timeout: Duration,
+}
+
+/// Runs one hyper HTTP/1.1 connection until it ends (see [`Ended`]). The
+/// connection is handed back so its socket can be taken out.
+///
+/// One timer serves both deadlines, both counted from the end of the last
+/// request (or the start): the header read timeout, and parking after
+/// `park_after`. It is made at the first wait and re-armed after, so a
+/// busy connection pays a timer reset per request.
 async fn drive<I, S, B>(
     mut conn: Pin<Box<Http1Conn<I, S>>>,
     activity: &Activity,
     parkable_after: u64,
-    park_after: Duration,
+    times: Deadlines,
     stopped: &mut watch::Receiver<bool>,
-) -> (Pin<Box<Http1Conn<I, S>>>, hyper::Result<()>, bool)
+) -> (Pin<Box<Http1Conn<I, S>>>, Ended)
 where
     I: Socket,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
@@ -407,36 +441,54 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    use tokio::time::Instant;
     let stop = stopped.wait_for(|s| *s);
     tokio::pin!(stop);
     let mut draining = false;
     let mut parking = false;
-    // Made at the first quiet spell and re-armed at each new one, so a
-    // busy connection pays a timer reset per request, not an allocation.
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let mut armed_for = None;
-    let result = poll_fn(|cx| {
+    let mut armed_at: Option<Instant> = None;
+    // The wait for the next request: the request count it began after,
+    // when it began, and from when the park delay now runs (later than the
+    // start when hyper was not idle at the first try).
+    let mut wait: Option<(u64, Instant, Instant)> = None;
+    let ended = poll_fn(|cx| {
         loop {
             if !draining && !parking && stop.as_mut().poll(cx).is_ready() {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                return Poll::Ready(result);
+                return Poll::Ready(match result {
+                    Ok(()) if parking => Ended::Parked,
+                    result => Ended::Done(result),
+                });
             }
-            if draining || parking || activity.calls() < parkable_after {
+            if draining || parking || !activity.between_requests() {
                 return Poll::Pending;
             }
-            let Some(spell) = activity.quiet_spell() else {
-                return Poll::Pending;
-            };
-            if armed_for != Some(spell) {
-                let deadline = tokio::time::Instant::now() + park_after;
-                match &mut timer {
-                    Some(t) => t.as_mut().reset(deadline),
-                    None => timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            let calls = activity.calls();
+            let (since, park_from) = match wait {
+                Some((after, since, park_from)) if after == calls => (since, park_from),
+                _ => {
+                    let now = Instant::now();
+                    wait = Some((calls, now, now));
+                    (now, now)
                 }
-                armed_for = Some(spell);
+            };
+            let head_ends = since + times.header_read_timeout;
+            let parkable = calls >= parkable_after;
+            let next = if parkable {
+                head_ends.min(park_from + times.park_after)
+            } else {
+                head_ends
+            };
+            if armed_at != Some(next) {
+                match &mut timer {
+                    Some(t) => t.as_mut().reset(next),
+                    None => timer = Some(Box::pin(tokio::time::sleep_until(next))),
+                }
+                armed_at = Some(next);
             }
             let Some(t) = timer.as_mut() else {
                 return Poll::Pending;
@@ -444,16 +496,26 @@ where
             if t.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            // Idle for `park_after`: hyper, waiting for a request head with
-            // nothing in flight, closes at once when asked to shut down
-            // gracefully, without writing anything.
+            if next == head_ends {
+                return Poll::Ready(Ended::HeadTimedOut);
+            }
+            // `park_after` since the last request. hyper was polled just
+            // above: if it is waiting for the client with nothing in flight
+            // and nothing to write, it closes at once when asked to shut
+            // down gracefully, without writing anything. Otherwise (a
+            // response still being written, a request arriving) try again
+            // `park_after` from now.
+            if activity.quiet_spell().is_none() {
+                wait = Some((calls, since, Instant::now()));
+                continue;
+            }
             parking = true;
             activity.set_parking(true);
             conn.as_mut().graceful_shutdown();
         }
     })
     .await;
-    (conn, result, parking)
+    (conn, ended)
 }
 
 /// What a plain-text connection speaks, from its first bytes, left unread

@@ -67,6 +67,12 @@ impl Activity {
             .then(|| self.quiet_spells.load(Ordering::Relaxed))
     }
 
+    /// Whether no request is in flight: hyper is reading the next head,
+    /// or waiting for it.
+    pub(super) fn between_requests(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
     pub(super) fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
