@@ -8,8 +8,10 @@
 //! flight, it is asked to end the connection where it waits, the socket is
 //! taken back, and the task waits on the bare socket; the next request
 //! gets a new hyper connection on the same socket. A client cannot tell.
-//! An idle connection, parked or not, is closed after the header read
-//! timeout, as hyper alone would do. When hyper ends a connection, what
+//! The header read timeout is kept here rather than by hyper (whose timer
+//! costs an allocation and a registration per request): a request head
+//! must arrive whole within it of the last request's end, and an idle
+//! connection, parked or not, is closed after it, as hyper would do. When hyper ends a connection, what
 //! the client still sends is read and dropped for a moment before the
 //! socket closes (a lingering close; see `linger`).
 //!
