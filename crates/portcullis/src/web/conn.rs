@@ -11,9 +11,10 @@
 //! The header read timeout is kept here rather than by hyper (whose timer
 //! costs an allocation and a registration per request): a request head
 //! must arrive whole within it of the last request's end, and an idle
-//! connection, parked or not, is closed after it, as hyper would do. When hyper ends a connection, what
-//! the client still sends is read and dropped for a moment before the
-//! socket closes (a lingering close; see `linger`).
+//! connection, parked or not, is closed after it, as hyper would do.
+//! When hyper ends a connection, what the client still sends is read and
+//! dropped for a moment before the socket closes (a lingering close; see
+//! `linger`).
 //!
 //! Not here: what requests mean (the service's business) and accepting
 //! (`mod.rs`).
@@ -334,25 +335,24 @@ impl Connection {
                 &mut self.stopped,
             )
             .await;
-            let result = match ended {
-                Ended::Done(result) => Some(result),
-                Ended::Parked => None,
+            match ended {
                 Ended::HeadTimedOut => {
                     tracing::debug!(peer = %self.peer, "no request head within the header read timeout");
                     return;
                 }
-            };
-            if let Some(Err(e)) = &result {
-                tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
-                return;
-            }
-            if result.is_some() {
-                // hyper has answered and shut its side; the client may
-                // still be sending a body that was never read.
-                if let Some(parts) = Pin::into_inner(conn).into_parts() {
-                    Box::pin(linger(parts.io.into_inner(), &mut self.stopped)).await;
+                Ended::Done(Err(e)) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    return;
                 }
-                return;
+                Ended::Done(Ok(())) => {
+                    // hyper has answered and shut its side; the client may
+                    // still be sending a body that was never read.
+                    if let Some(parts) = Pin::into_inner(conn).into_parts() {
+                        Box::pin(linger(parts.io.into_inner(), &mut self.stopped)).await;
+                    }
+                    return;
+                }
+                Ended::Parked => {}
             }
             // Parked: hyper ended at the message boundary where it waited
             // and left the socket open. `None` would mean the connection
@@ -507,7 +507,7 @@ where
             // down gracefully, without writing anything. Otherwise (a
             // response still being written, a request arriving) try again
             // `park_after` from now.
-            if activity.quiet_spell().is_none() {
+            if !activity.is_quiet() {
                 wait = Some((calls, since, Instant::now()));
                 continue;
             }

@@ -51,20 +51,16 @@ pub(super) struct Activity {
     /// hyper's last read found no data while no request was in flight and
     /// nothing waited to be written: hyper is waiting for the client.
     quiet: AtomicBool,
-    /// Counts the times `quiet` became true, so the parking timer can tell
-    /// one quiet spell from the next.
-    quiet_spells: AtomicU64,
     /// A park is under way: hyper's shutdown of the socket must not reach
     /// the socket.
     parking: AtomicBool,
 }
 
 impl Activity {
-    /// The current quiet spell, if hyper is waiting for the client with
-    /// nothing in flight.
-    pub(super) fn quiet_spell(&self) -> Option<u64> {
-        (self.quiet.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0)
-            .then(|| self.quiet_spells.load(Ordering::Relaxed))
+    /// Whether hyper is waiting for the client with nothing in flight and
+    /// nothing to write.
+    pub(super) fn is_quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0
     }
 
     /// Whether no request is in flight: hyper is reading the next head,
@@ -89,9 +85,7 @@ impl Activity {
         if write_blocked || self.in_flight.load(Ordering::Relaxed) != 0 {
             return;
         }
-        if !self.quiet.swap(true, Ordering::Relaxed) {
-            self.quiet_spells.fetch_add(1, Ordering::Relaxed);
-        }
+        self.quiet.store(true, Ordering::Relaxed);
     }
 }
 
@@ -336,20 +330,20 @@ mod tests {
             n += io.read(&mut got[n..]).await.expect("read");
         }
         assert_eq!(&got[..n], b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
-        assert_eq!(activity.quiet_spell(), None, "data was read: not quiet");
+        assert!(!activity.is_quiet(), "data was read: not quiet");
 
         // Nothing more to read: the read blocks and the connection is quiet.
         let blocked = futures_poll_once(&mut io).await;
         assert!(blocked, "the read should block");
-        assert_eq!(activity.quiet_spell(), Some(1));
+        assert!(activity.is_quiet());
 
         // A request in flight is never quiet.
         let guard = InFlight::new(&activity);
         assert!(futures_poll_once(&mut io).await);
-        assert_eq!(activity.quiet_spell(), None);
+        assert!(!activity.is_quiet());
         drop(guard);
         assert!(futures_poll_once(&mut io).await);
-        assert_eq!(activity.quiet_spell(), Some(2), "a new quiet spell");
+        assert!(activity.is_quiet(), "quiet again once the request is done");
         assert_eq!(activity.calls(), 1);
 
         // Shutdown reaches the socket unless a park is under way.
