@@ -667,12 +667,12 @@ impl Inner {
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let path = ctx.path.as_deref().unwrap_or("/");
-        let uri = upstream.uri(path, req.uri().query())?;
         let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        let uri = upstream.uri(path, req.uri_mut())?;
 
         let mut headers = std::mem::take(req.headers_mut());
         headers::strip_hop_by_hop(&mut headers, upgrade);

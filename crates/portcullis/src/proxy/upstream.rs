@@ -175,7 +175,19 @@ impl Upstream {
 
     /// The URI to send for a normalized path and the client's raw query:
     /// origin-form for HTTP/1.1, absolute for HTTP/2 (its `:authority`).
-    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+    ///
+    /// When the client's path is already the normalized one and the
+    /// upstream URL has no path of its own (most requests, most routes),
+    /// the client's path and query are moved over as received: no copy
+    /// and no second parse.
+    pub fn uri(&self, path: &str, client: &mut Uri) -> Result<Uri, ProxyError> {
+        let bad = || ProxyError::bad_request("bad_path", "the request path cannot be forwarded");
+        if !self.http2 && self.base_path.is_empty() && client.path_and_query().is_some_and(|pq| pq.path() == path) {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = std::mem::take(client).into_parts().path_and_query;
+            return Uri::from_parts(parts).map_err(|_| bad());
+        }
+        let query = client.query();
         let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         pq.push_str(&self.base_path);
         pq.push_str(path);
@@ -183,7 +195,6 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        let bad = || ProxyError::bad_request("bad_path", "the request path cannot be forwarded");
         if self.http2 {
             Uri::builder()
                 .scheme(self.scheme.clone())
@@ -591,5 +602,36 @@ pub async fn tunnel(
                 _ = guard.closed.wait_for(|closed| *closed) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn upstream(url: &str, http2: bool) -> Upstream {
+        let text = format!("[[routes]]\nname = \"r\"\nupstream = \"{url}\"\nupstream_http2 = {http2}\n");
+        let config = Config::parse(&text, Path::new("portcullis.toml"), Path::new("/")).expect("config");
+        Upstream::new(&config.routes[0]).expect("upstream")
+    }
+
+    #[test]
+    fn the_forwarded_uri_is_the_normalized_path_under_the_upstream_path_with_the_raw_query() {
+        // (upstream URL, HTTP/2, client's URI, normalized path, URI sent)
+        let check = |url: &str, http2: bool, client: &str, path: &str, sent: &str| {
+            let mut client_uri: Uri = client.parse().expect("client uri");
+            let uri = upstream(url, http2).uri(path, &mut client_uri).expect("uri");
+            assert_eq!(uri.to_string(), sent, "{url} {client} -> {path}");
+        };
+        check("http://up", false, "/a/b?x=%2F1&y", "/a/b", "/a/b?x=%2F1&y");
+        check("http://up", false, "/a/b", "/a/b", "/a/b");
+        check("http://up", false, "http://example.com/a?q", "/a", "/a?q");
+        check("http://up", false, "/a/./c/../b?q=1", "/a/b", "/a/b?q=1");
+        check("http://up:8080/base/", false, "/a?q=1", "/a", "/base/a?q=1");
+        check("http://up/base", false, "/", "/", "/base/");
+        check("https://up:9200", true, "/a?q=1", "/a", "https://up:9200/a?q=1");
     }
 }
