@@ -128,6 +128,121 @@ impl World {
     }
 }
 
+/// An upstream that answers the first request on each connection and
+/// closes the connection when the second arrives, unanswered: what a
+/// keep-alive timeout crossing a reused connection looks like from the
+/// proxy. An idempotent request without a body on a connection idle for a
+/// second or more is sent again on a new connection; anything else gets
+/// the 502 it would get from a failing upstream.
+#[tokio::test]
+async fn a_keep_alive_close_crossing_an_idle_connection_is_retried_when_idempotent() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // (connection number, request line), in arrival order.
+    let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            n += 1;
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                for nth in 0.. {
+                    let head_end = loop {
+                        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    log.lock().expect("log").push((n, line.clone()));
+                    if nth > 0 {
+                        return; // closed, unanswered
+                    }
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while got.len() < head_end + length {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    got.drain(..head_end + length);
+                    let body = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let idp = TestIssuer::start().await;
+    let config = format!(
+        "[oidc]\nissuer = \"{}\"\naudiences = [\"portcullis-test\"]\n\
+         [[routes]]\nname = \"app\"\nupstream = \"http://{upstream}\"\n",
+        idp.issuer(),
+    );
+    let policy = "[public]\nallow = [{ route = \"app\", paths = [\"/**\"] }]\n";
+    // One worker, one pool: every request finds the connection the last
+    // one freed.
+    let server = TestServer::start_full("workers = 1", &config, &[("app.toml", policy)]).await;
+    let ask = |method: Method, path: &'static str, body: &'static str| {
+        let base = server.url.clone();
+        async move {
+            let r = send(&base, method, path, None, &[], Bytes::from_static(body.as_bytes())).await;
+            (r.status, r.text)
+        }
+    };
+    let idle = || tokio::time::sleep(Duration::from_millis(1200));
+    let lines = |seen: &Mutex<Vec<(usize, String)>>, target: &str| -> Vec<usize> {
+        let seen = seen.lock().expect("log");
+        seen.iter()
+            .filter(|(_, line)| line.split(' ').nth(1) == Some(target))
+            .map(|(n, _)| *n)
+            .collect()
+    };
+
+    assert_eq!(ask(Method::GET, "/a", "").await, (StatusCode::OK, "/a".into()));
+    idle().await;
+    // Connection 1 closes under it: sent again, on connection 2.
+    assert_eq!(ask(Method::GET, "/b", "").await, (StatusCode::OK, "/b".into()));
+    assert_eq!(lines(&seen, "/b"), [1, 2]);
+    idle().await;
+    // Not idempotent with a body: once only, and a 502.
+    let (status, _) = ask(Method::POST, "/c", "x").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(lines(&seen, "/c"), [2]);
+    // A PUT without a body is idempotent (connection 3 answers /d, closes
+    // under /e, and connection 4 answers it).
+    assert_eq!(ask(Method::GET, "/d", "").await, (StatusCode::OK, "/d".into()));
+    idle().await;
+    assert_eq!(ask(Method::PUT, "/e", "").await, (StatusCode::OK, "/e".into()));
+    assert_eq!(lines(&seen, "/e"), [3, 4]);
+    // A connection reused at once that closes instead of answering is a
+    // failing upstream, not the race: no second attempt.
+    let (status, _) = ask(Method::GET, "/f", "").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(lines(&seen, "/f"), [4]);
+    task.abort();
+}
+
 /// What came back through the proxy.
 #[derive(Debug)]
 struct Reply {

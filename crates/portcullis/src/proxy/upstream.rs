@@ -6,6 +6,11 @@
 //! has been read to the end (nothing else to wait for, no task per request),
 //! and a request that a pooled connection refused before sending anything
 //! (the upstream closed it while idle) is retried once on a new connection.
+//! So is an idempotent request without a body that went out on a
+//! connection idle for a second or more and was met by the upstream's
+//! close instead of an answer: the upstream's keep-alive timeout and the
+//! reuse crossed on the wire. Only for those is a copy of the request head
+//! kept; a connection in steady use costs nothing extra.
 //! HTTP/2 upstreams share one multiplexed connection per route.
 //!
 //! Bodies stream in both directions; nothing here buffers a body. Timeouts:
@@ -22,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::client::conn::{http1, http2};
@@ -41,6 +46,13 @@ use crate::web::BoxError;
 
 /// Idle HTTP/1.1 connections kept per route; more are closed when freed.
 const MAX_IDLE: usize = 1024;
+
+/// A pooled connection idle this long may be closed by the upstream (its
+/// keep-alive timeout) just as a request goes out on it. Upstreams close
+/// idle connections after seconds (Node.js 5 s, Apache 5 s, gunicorn 2 s),
+/// never after milliseconds, so a connection reused within this time that
+/// closes instead of answering is an upstream failure, not that race.
+const AT_RISK_AFTER: Duration = Duration::from_secs(1);
 
 /// One route's upstream.
 pub struct Upstream {
@@ -81,12 +93,14 @@ struct Pool {
 
 impl Pool {
     /// The most recently used idle connection that is neither expired nor
-    /// closed; those found on the way are dropped.
-    fn pop_fresh(&self, idle_timeout: Duration) -> Option<(http1::SendRequest<ProxyBody>, Instant)> {
+    /// closed, with when it was freed and how long it has been idle; those
+    /// found on the way are dropped.
+    fn pop_fresh(&self, idle_timeout: Duration) -> Option<(http1::SendRequest<ProxyBody>, Instant, Duration)> {
         let mut idle = self.idle.lock();
         while let Some((sender, since)) = idle.pop() {
-            if since.elapsed() < idle_timeout && !sender.is_closed() {
-                return Some((sender, since));
+            let unused = since.elapsed();
+            if unused < idle_timeout && !sender.is_closed() {
+                return Some((sender, since, unused));
             }
         }
         None
@@ -225,7 +239,10 @@ impl Upstream {
             None => self.response_timeout,
         };
         let state = match self.ready_h1() {
-            Some(mut sender) => State::Pooled {
+            Some((sender, unused)) if unused >= AT_RISK_AFTER && replayable(&req) => State::Other {
+                fut: Box::pin(self.exchange_replayable(sender, req)),
+            },
+            Some((mut sender, _)) => State::Pooled {
                 fut: sender.try_send_request(req),
                 sender: Some(sender),
             },
@@ -242,14 +259,15 @@ impl Upstream {
     }
 
     /// The most recently used pooled HTTP/1.1 connection, if it can take a
-    /// request now (expired and closed ones are dropped on the way).
-    fn ready_h1(&self) -> Option<http1::SendRequest<ProxyBody>> {
+    /// request now (expired and closed ones are dropped on the way), and
+    /// how long it was idle.
+    fn ready_h1(&self) -> Option<(http1::SendRequest<ProxyBody>, Duration)> {
         if self.http2 {
             return None;
         }
-        let (sender, since) = self.pool.pop_fresh(self.idle_timeout)?;
+        let (sender, since, unused) = self.pool.pop_fresh(self.idle_timeout)?;
         if sender.is_ready() {
-            return Some(sender);
+            return Some((sender, unused));
         }
         // Still finishing its last exchange: `exchange` waits for it.
         self.pool.idle.lock().push((sender, since));
@@ -271,6 +289,31 @@ impl Upstream {
             },
         };
         Ok(self.response(resp, sender))
+    }
+
+    /// A request that [`replayable`] allows, on a connection idle for
+    /// [`AT_RISK_AFTER`] or more: if the upstream closes the connection
+    /// instead of answering, the request is sent once more on a new one.
+    async fn exchange_replayable(
+        &self,
+        mut sender: http1::SendRequest<ProxyBody>,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let replay = Replay::of(&req);
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(self.response(resp, Some(sender))),
+            Err(mut e) => match e.take_message() {
+                Some(req) => self.retry_h1(req).await,
+                None if closed_unanswered(e.error()) => {
+                    tracing::debug!(
+                        error = %e.error(),
+                        "an idle upstream connection closed under an idempotent request; sending it again on a new connection"
+                    );
+                    self.retry_h1(replay.into_request()).await
+                }
+                None => Err(bad_gateway(e.error())),
+            },
+        }
     }
 
     /// The upstream's response, with a body that gives its HTTP/1.1
@@ -329,7 +372,7 @@ impl Upstream {
             *self.pool.h2.lock() = Some(sender.clone());
             return Ok(Sender::H2(sender));
         }
-        while let Some((mut sender, _)) = self.pool.pop_fresh(self.idle_timeout) {
+        while let Some((mut sender, _, _)) = self.pool.pop_fresh(self.idle_timeout) {
             if sender.ready().await.is_ok() {
                 return Ok(Sender::H1(sender));
             }
@@ -455,6 +498,66 @@ where
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// Whether a request may be sent twice: an idempotent method (RFC 9110,
+/// section 9.2.2) and no body, so nothing has to be kept but the head.
+fn replayable(req: &Request<ProxyBody>) -> bool {
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) && req.body().is_end_stream()
+}
+
+/// The head of a [`replayable`] request, to send it again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<ProxyBody>) -> Replay {
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn into_request(self) -> Request<ProxyBody> {
+        let body = http_body_util::Empty::new().map_err(|never| match never {}).boxed();
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// Whether the upstream ended the connection where an answer should have
+/// been: closed it, or reset it.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = err.source();
+    }
+    false
 }
 
 enum Stream {
@@ -633,5 +736,43 @@ mod tests {
         check("http://up:8080/base/", false, "/a?q=1", "/a", "/base/a?q=1");
         check("http://up/base", false, "/", "/", "/base/");
         check("https://up:9200", true, "/a?q=1", "/a", "https://up:9200/a?q=1");
+    }
+
+    #[test]
+    fn only_idempotent_requests_without_a_body_are_sent_again() {
+        // (method, body, replayable)
+        let check = |method: Method, text: &'static str, expected: bool| {
+            let body = http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
+                .map_err(|never| match never {})
+                .boxed();
+            let mut req = Request::new(body);
+            *req.method_mut() = method.clone();
+            assert_eq!(replayable(&req), expected, "{method} with {text:?}");
+        };
+        check(Method::GET, "", true);
+        check(Method::HEAD, "", true);
+        check(Method::OPTIONS, "", true);
+        check(Method::PUT, "", true);
+        check(Method::DELETE, "", true);
+        check(Method::GET, "x", false);
+        check(Method::PUT, "{}", false);
+        check(Method::POST, "", false);
+        check(Method::PATCH, "", false);
+        check(Method::from_bytes(b"LOCK").expect("method"), "", false);
+    }
+
+    #[test]
+    fn a_replayed_request_has_the_same_head_and_no_body() {
+        let mut req = Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+        *req.method_mut() = Method::DELETE;
+        *req.uri_mut() = "/a/b?c=d".parse().expect("uri");
+        req.headers_mut().append("x-one", HeaderValue::from_static("1"));
+        req.headers_mut().append("x-one", HeaderValue::from_static("2"));
+        let again = Replay::of(&req).into_request();
+        assert_eq!(again.method(), Method::DELETE);
+        assert_eq!(again.uri(), "/a/b?c=d");
+        assert_eq!(again.version(), req.version());
+        assert_eq!(again.headers(), req.headers());
+        assert!(again.body().is_end_stream());
     }
 }
