@@ -240,6 +240,12 @@ async fn a_keep_alive_close_crossing_an_idle_connection_is_retried_when_idempote
     let (status, _) = ask(Method::GET, "/f", "").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(lines(&seen, "/f"), [4]);
+    // Both second attempts are counted.
+    let scraped = scrape(&server).await;
+    assert_eq!(
+        sample(&scraped, "portcullis_upstream_retries_total", &[("route", "app")]),
+        Some(2.0)
+    );
     task.abort();
 }
 

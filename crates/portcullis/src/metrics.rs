@@ -80,6 +80,7 @@ pub struct Metrics {
     request_seconds: Family<RouteLabels, Histogram>,
     upstream_seconds: Family<RouteLabels, Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    upstream_retries: Family<RouteLabels, Counter>,
     scim_requests: Family<ScimLabels, Counter>,
 }
 
@@ -95,6 +96,7 @@ impl Default for Metrics {
             request_seconds: Family::new_with_constructor(latency_histogram),
             upstream_seconds: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
+            upstream_retries: Family::default(),
             scim_requests: Family::default(),
         }
     }
@@ -161,6 +163,16 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// The counter of the route's requests sent again on a new upstream
+    /// connection after a pooled one closed under them, for its pools.
+    pub fn upstream_retries(&self, route: &Arc<str>) -> Counter {
+        self.upstream_retries
+            .get_or_create(&RouteLabels {
+                route: RouteName(route.clone()),
+            })
+            .clone()
     }
 
     /// Time to the upstream's response headers.
@@ -441,6 +453,11 @@ impl Exporter {
             "upstream_errors",
             "Upstream failures by route and kind (connect, timeout).",
             metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Requests sent again on a new upstream connection after a pooled one closed under them, by route.",
+            metrics.upstream_retries.clone(),
         );
         registry.register(
             "scim_requests",

@@ -162,7 +162,7 @@ impl Proxy {
             activity,
         } = parts;
         let mut routes = Vec::with_capacity(config.routes.len());
-        let upstreams = upstreams(&config.routes)?;
+        let upstreams = upstreams(&config.routes, &metrics)?;
         for route in &config.routes {
             let credentials = match &route.credentials {
                 None => None,
@@ -216,7 +216,7 @@ impl Proxy {
     pub fn fork(&self) -> Result<Proxy, ProxyStartError> {
         Ok(Proxy {
             inner: self.inner.clone(),
-            upstreams: upstreams(self.inner.routes.iter().map(|r| &r.config))?,
+            upstreams: upstreams(self.inner.routes.iter().map(|r| &r.config), &self.inner.metrics)?,
         })
     }
 
@@ -844,14 +844,18 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn upstreams<'a>(routes: impl IntoIterator<Item = &'a Route>) -> Result<Arc<[Upstream]>, ProxyStartError> {
+fn upstreams<'a>(
+    routes: impl IntoIterator<Item = &'a Route>,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Arc<[Upstream]>, ProxyStartError> {
     routes
         .into_iter()
         .map(|route| {
-            Upstream::new(route).map_err(|source| ProxyStartError::Upstream {
+            let upstream = Upstream::new(route).map_err(|source| ProxyStartError::Upstream {
                 route: route.name.clone(),
                 source,
-            })
+            })?;
+            Ok(upstream.counting_retries(metrics.upstream_retries(&Arc::from(route.name.as_str()))))
         })
         .collect()
 }

@@ -70,6 +70,8 @@ pub struct Upstream {
     total_timeout: Option<Duration>,
     pub http2: bool,
     pool: Arc<Pool>,
+    /// Requests sent again on a new connection (see [`Self::retry_h1`]).
+    retries: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -184,7 +186,14 @@ impl Upstream {
             total_timeout: route.total_timeout,
             http2: route.upstream_http2,
             pool: Arc::default(),
+            retries: Default::default(),
         })
+    }
+
+    /// Counts the requests sent again into `retries` (a metric).
+    pub fn counting_retries(mut self, retries: prometheus_client::metrics::counter::Counter) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// The URI to send for a normalized path and the client's raw query:
@@ -352,6 +361,7 @@ impl Upstream {
     /// (the upstream had just closed it) is safe to send again, once, on a
     /// new connection.
     async fn retry_h1(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+        self.retries.inc();
         let mut sender = Box::pin(self.connect_h1()).await?;
         let resp = sender.send_request(req).await.map_err(|e| bad_gateway(&e))?;
         Ok(self.response(resp, Some(sender)))
