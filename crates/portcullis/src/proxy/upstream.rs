@@ -237,8 +237,10 @@ impl Upstream {
     /// request, is a small hand-written future ([`Sending`]) rather than
     /// nested `async fn`s: this future is part of every request's, which is
     /// allocated and copied per request, and an `async fn` keeps a copy of
-    /// the request in each layer. Everything else (HTTP/2, no pooled
-    /// connection, the retry on a fresh one) is the boxed [`Self::exchange`].
+    /// the request in each layer. Everything else is boxed: HTTP/2, no
+    /// pooled connection ready, the retry on a fresh one (`exchange`), and
+    /// a replayable request on a connection idle for `AT_RISK_AFTER`
+    /// (`exchange_replayable`).
     pub fn send(
         &self,
         req: Request<ProxyBody>,
