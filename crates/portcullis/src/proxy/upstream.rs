@@ -540,8 +540,7 @@ impl Replay {
     }
 
     fn into_request(self) -> Request<ProxyBody> {
-        let body = http_body_util::Empty::new().map_err(|never| match never {}).boxed();
-        let mut req = Request::new(body);
+        let mut req = Request::new(super::full(Bytes::new()));
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
         *req.version_mut() = self.version;
@@ -754,10 +753,7 @@ mod tests {
     fn only_idempotent_requests_without_a_body_are_sent_again() {
         // (method, body, replayable)
         let check = |method: Method, text: &'static str, expected: bool| {
-            let body = http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
-                .map_err(|never| match never {})
-                .boxed();
-            let mut req = Request::new(body);
+            let mut req = Request::new(super::super::full(text));
             *req.method_mut() = method.clone();
             assert_eq!(replayable(&req), expected, "{method} with {text:?}");
         };
@@ -775,7 +771,7 @@ mod tests {
 
     #[test]
     fn a_replayed_request_has_the_same_head_and_no_body() {
-        let mut req = Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+        let mut req = Request::new(super::super::full(Bytes::new()));
         *req.method_mut() = Method::DELETE;
         *req.uri_mut() = "/a/b?c=d".parse().expect("uri");
         req.headers_mut().append("x-one", HeaderValue::from_static("1"));
