@@ -566,6 +566,22 @@ async fn forged_and_stale_tokens_are_refused() {
         let r = w.get("/data/x", Some(&token)).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text);
     }
+    // A token whose bytes are not UTF-8 (HTTP allows such header bytes)
+    // is refused as malformed, without a panic.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(w.server.addr()).await.expect("connect");
+        let request = b"GET /data/x HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\naccept: application/json\r\nauthorization: Bearer eyJ\xff\xfe.x.y\r\n\r\n";
+        conn.write_all(request).await.expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+        assert!(answer.contains("malformed_authorization"), "{answer}");
+    }
     // Each supported algorithm works.
     for alg in [Alg::Rs256, Alg::Es256, Alg::EdDsa] {
         let r = w.get("/data/x", Some(&w.idp.mint(alg, claims(json!({}))))).await;

@@ -1,7 +1,8 @@
 //! The verified-token cache: the proxy's hot path.
 //!
 //! A token that verified once is answered from here until it expires,
-//! without a signature check. The key is the **full token text**: a lookup
+//! without a signature check. The key is the **full token**, as the bytes
+//! of the `Authorization` header (a hit needs no UTF-8 check of them): a lookup
 //! compares the whole token, so a token that differs from a cached one in any
 //! byte is a miss and gets verified in full. Only the *hash* that picks the
 //! bucket is taken from the token's last bytes (the end of its signature),
@@ -46,7 +47,7 @@ pub(crate) enum Hit {
 
 #[derive(Debug)]
 pub(crate) struct TokenCache {
-    map: DashMap<Box<str>, Arc<VerifiedToken>, TailHash>,
+    map: DashMap<Box<[u8]>, Arc<VerifiedToken>, TailHash>,
     entries: AtomicUsize,
     bytes: AtomicUsize,
     max_entries: usize,
@@ -70,7 +71,7 @@ impl TokenCache {
 
     /// The cached verification of `token`, if any.
     #[inline]
-    pub(crate) fn get(&self, token: &str, now: SystemTime) -> Option<Hit> {
+    pub(crate) fn get(&self, token: &[u8], now: SystemTime) -> Option<Hit> {
         let entry = self.map.get(token)?;
         if now < entry.valid_until {
             return Some(Hit::Valid(Arc::clone(entry.value())));
@@ -84,7 +85,7 @@ impl TokenCache {
     /// Caches a verified token, making room first if the cache is full. If
     /// room cannot be made at once (another thread is evicting), the token is
     /// simply not cached: it will be verified again next time.
-    pub(crate) fn insert(&self, token: &str, verified: Arc<VerifiedToken>, now: SystemTime) {
+    pub(crate) fn insert(&self, token: &[u8], verified: Arc<VerifiedToken>, now: SystemTime) {
         if self.max_entries == 0 {
             return;
         }
@@ -110,7 +111,7 @@ impl TokenCache {
 
     /// Removes `token` if it still maps to `verified` (and not to a newer
     /// verification of the same token made in between).
-    pub(crate) fn remove_if_same(&self, token: &str, verified: &Arc<VerifiedToken>) {
+    pub(crate) fn remove_if_same(&self, token: &[u8], verified: &Arc<VerifiedToken>) {
         if self.map.remove_if(token, |_, v| Arc::ptr_eq(v, verified)).is_some() {
             self.entries.fetch_sub(1, Ordering::Relaxed);
             self.bytes.fetch_sub(cost(token), Ordering::Relaxed);
@@ -182,7 +183,7 @@ impl TokenCache {
 
 /// Estimated memory of one entry: the token text, its claims (about as much
 /// again once parsed into a map) and fixed overhead.
-fn cost(token: &str) -> usize {
+fn cost(token: &[u8]) -> usize {
     2 * token.len() + 256
 }
 
@@ -219,9 +220,9 @@ mod tests {
 
     use super::*;
 
-    fn token(i: usize, until: SystemTime) -> (String, Arc<VerifiedToken>) {
+    fn token(i: usize, until: SystemTime) -> (Vec<u8>, Arc<VerifiedToken>) {
         // Same tail for every token: the full comparison must tell them apart.
-        let text = format!("header{i}.payload.{}", "s".repeat(100));
+        let text = format!("header{i}.payload.{}", "s".repeat(100)).into_bytes();
         let verified = VerifiedToken::for_tests(until, [0; 32]);
         (text, Arc::new(verified))
     }
@@ -326,11 +327,11 @@ mod tests {
         let now = SystemTime::now();
         let cache = TokenCache::new(10, 1 << 20);
         let until = now + Duration::from_secs(60);
-        cache.insert("a.b.c", Arc::new(VerifiedToken::for_tests(until, [1; 32])), now);
-        cache.insert("d.e.f", Arc::new(VerifiedToken::for_tests(until, [2; 32])), now);
+        cache.insert(b"a.b.c", Arc::new(VerifiedToken::for_tests(until, [1; 32])), now);
+        cache.insert(b"d.e.f", Arc::new(VerifiedToken::for_tests(until, [2; 32])), now);
         assert_eq!(cache.retain_keys(|t| t != &[1; 32]), 1);
-        assert!(cache.get("a.b.c", now).is_none());
-        assert!(cache.get("d.e.f", now).is_some());
+        assert!(cache.get(b"a.b.c", now).is_none());
+        assert!(cache.get(b"d.e.f", now).is_some());
         cache.clear();
         assert_eq!((cache.len(), cache.bytes()), (0, 0));
     }

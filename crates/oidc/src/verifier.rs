@@ -256,13 +256,13 @@ impl Verifier {
     /// and without allocating.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, VerifyError> {
         let now = SystemTime::now();
-        match self.inner.cache.get(token, now) {
+        match self.inner.cache.get(token.as_bytes(), now) {
             Some(Hit::Valid(verified)) => return Ok(verified),
             Some(Hit::Expired) => return Err(VerifyError::Expired),
             None => {}
         }
         let verified = Arc::new(self.verify_uncached(token).await?);
-        self.inner.cache.insert(token, Arc::clone(&verified), now);
+        self.inner.cache.insert(token.as_bytes(), Arc::clone(&verified), now);
         // The issuer may have withdrawn the key between the check and the
         // insert, and the purge of its tokens may have run before the
         // insert: then the purge missed this entry, so remove it here.
@@ -270,7 +270,7 @@ impl Verifier {
             && current.generation != verified.generation
             && !current.keys.contains_thumbprint(&verified.thumbprint)
         {
-            self.inner.cache.remove_if_same(token, &verified);
+            self.inner.cache.remove_if_same(token.as_bytes(), &verified);
         }
         Ok(verified)
     }
@@ -279,7 +279,9 @@ impl Verifier {
     /// cache hit (or a cached token that has since expired), `None` when
     /// [`Self::verify`] must check it. Lets a caller keep the slow path out
     /// of its hot future.
-    pub fn cached(&self, token: &str) -> Option<Result<Arc<VerifiedToken>, VerifyError>> {
+    /// The token is given as the header's bytes: a hit needs no UTF-8
+    /// check of a token of a kilobyte or more.
+    pub fn cached(&self, token: &[u8]) -> Option<Result<Arc<VerifiedToken>, VerifyError>> {
         match self.inner.cache.get(token, SystemTime::now())? {
             Hit::Valid(verified) => Some(Ok(verified)),
             Hit::Expired => Some(Err(VerifyError::Expired)),

@@ -535,7 +535,7 @@ impl Inner {
         req: &Request<Incoming>,
         ctx: &mut RequestContext,
     ) -> Result<Arc<portcullis_directory::Principal>, ProxyError> {
-        let token = bearer_token(req)?;
+        let token = bearer_token(req.headers())?;
         if token.is_none()
             && let Some(browser) = &self.browser
         {
@@ -560,7 +560,14 @@ impl Inner {
         // function's state small.
         let verified = match verifier.cached(token) {
             Some(answer) => answer,
-            None => Box::pin(verifier.verify(token)).await,
+            None => {
+                let token = std::str::from_utf8(token).map_err(|_| ProxyError::Unauthenticated {
+                    code: "malformed_authorization",
+                    message: "the Authorization header is not valid".into(),
+                    token_given: true,
+                })?;
+                Box::pin(verifier.verify(token)).await
+            }
         };
         let verified = verified.map_err(|e| match e {
             VerifyError::KeysUnavailable => ProxyError::Unavailable {
@@ -896,10 +903,13 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The bearer token, if any. More than one `Authorization` header, or one
-/// that is not a bearer token, is an error rather than a guess.
-fn bearer_token(req: &Request<Incoming>) -> Result<Option<&str>, ProxyError> {
-    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+/// The bearer token, if any, as the header's bytes. More than one
+/// `Authorization` header, or one that is not a bearer token, is an error
+/// rather than a guess. The bytes are not checked here: a cached token is
+/// compared byte for byte, and any other is checked (UTF-8 first) by the
+/// token's own parser.
+fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&[u8]>, ProxyError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
@@ -909,17 +919,12 @@ fn bearer_token(req: &Request<Incoming>) -> Result<Option<&str>, ProxyError> {
             "more than one Authorization header",
         ));
     }
-    // Any byte the header may hold is checked by the token's own parser;
-    // UTF-8 is checked here a word at a time, where `to_str` would check
-    // each byte of a token of a kilobyte or more.
-    let text = std::str::from_utf8(value.as_bytes()).map_err(|_| ProxyError::Unauthenticated {
-        code: "malformed_authorization",
-        message: "the Authorization header is not valid".into(),
-        token_given: true,
-    })?;
-    match text.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-            Ok(Some(token.trim()))
+    let bytes = value.as_bytes();
+    match bytes.iter().position(|&b| b == b' ') {
+        Some(space)
+            if bytes[..space].eq_ignore_ascii_case(b"bearer") && !bytes[space + 1..].trim_ascii().is_empty() =>
+        {
+            Ok(Some(bytes[space + 1..].trim_ascii()))
         }
         _ => Err(ProxyError::Unauthenticated {
             code: "unsupported_scheme",
@@ -1002,5 +1007,31 @@ mod tests {
     fn the_per_request_future_stays_small() {
         let size = returned_size(Proxy::handle);
         assert!(size <= 1024, "the per-request future is {size} bytes");
+    }
+
+    /// `check(Authorization values, expected)`: the token's bytes, or the
+    /// error code.
+    #[test]
+    fn the_bearer_token_is_taken_from_one_authorization_header() {
+        fn check(values: &[&[u8]], expected: Result<Option<&[u8]>, &str>) {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append(header::AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+            }
+            let got = bearer_token(&headers).map_err(|e| e.code());
+            assert_eq!(got, expected, "Authorization: {values:?}");
+        }
+        check(&[], Ok(None));
+        check(&[b"Bearer abc.def.ghi"], Ok(Some(b"abc.def.ghi")));
+        check(&[b"bearer  abc.def.ghi "], Ok(Some(b"abc.def.ghi")));
+        check(&[b"BEARER x"], Ok(Some(b"x")));
+        // Not checked here: a token that is not UTF-8 is refused by the
+        // verifier's path, never found in the cache.
+        check(&[b"Bearer \xff\xfe"], Ok(Some(b"\xff\xfe")));
+        check(&[b"Bearer "], Err("unsupported_scheme"));
+        check(&[b"Bearer"], Err("unsupported_scheme"));
+        check(&[b"Basic YWxpY2U6cHc="], Err("unsupported_scheme"));
+        check(&[b"Bearerabc"], Err("unsupported_scheme"));
+        check(&[b"Bearer a", b"Bearer b"], Err("bad_authorization"));
     }
 }
