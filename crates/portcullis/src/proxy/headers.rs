@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 /// Hop-by-hop headers that are never forwarded. Names, not strings: a
@@ -80,22 +80,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             _ => {}
         }
     }
-    if connection {
+    if connection && let Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
         // Headers named in Connection are hop-by-hop for this message
-        // only. `keep-alive` and `upgrade` name headers dealt with below.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
+        // only (`close` too: a header of that name goes). `keep-alive` and
+        // `upgrade` name headers dealt with below. The values are taken out
+        // with one lookup; most messages name nothing, and then nothing is
+        // allocated.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in entry.remove_entry_mult().1 {
+            for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                let dealt_with = token.is_empty()
+                    || token.eq_ignore_ascii_case(b"keep-alive")
+                    || token.eq_ignore_ascii_case(b"upgrade");
+                if !dealt_with && let Ok(name) = HeaderName::from_bytes(token) {
+                    named.push(name);
+                }
+            }
+        }
         for h in named {
             headers.remove(h);
         }
-        headers.remove(header::CONNECTION);
     }
     if te {
         // `TE: trailers` is the one TE value that is end-to-end in
@@ -501,6 +505,18 @@ mod tests {
             &["date"],
         );
         check(&[("upgrade", "h2c"), ("date", "x")], false, &["date"]);
+        // Every Connection value counts, and the names in it in any case.
+        check(
+            &[
+                ("connection", "x-a"),
+                ("connection", " keep-alive ,X-B,, "),
+                ("x-a", "1"),
+                ("x-b", "2"),
+                ("date", "x"),
+            ],
+            false,
+            &["date"],
+        );
         // Every listed name alone (the scan that finds them and the list
         // that removes them must agree), in any case the client sent.
         for name in HOP_BY_HOP.iter() {
