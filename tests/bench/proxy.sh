@@ -250,17 +250,19 @@ for entry in os.listdir("/proc"):
 PY
 }
 
-# CPU time, user and system, in clock ticks, of a server: the process and
-# its children (nginx's and Apache's workers). Compared per request, it is
+# CPU time of a server in clock ticks, "USER SYSTEM": the process and its
+# children (nginx's and Apache's workers). Compared per request, it is
 # steadier than requests/s on a machine whose speed drifts, since it does
-# not depend on what else got the cores.
+# not depend on what else got the cores; the user part is the server's own
+# code, the system part mostly the loopback TCP both peers share.
 cpu_ticks() {
-  local total=0 p t
+  local user=0 system=0 p u s
   for p in "$1" $(children_of "$1"); do
-    t=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
-    total=$((total + ${t:-0}))
+    read -r u s < <(awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$p/stat" 2>/dev/null) || continue
+    user=$((user + ${u:-0}))
+    system=$((system + ${s:-0}))
   done
-  echo "$total"
+  echo "$user $system"
 }
 clock_ticks=$(getconf CLK_TCK)
 
@@ -879,7 +881,7 @@ say "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up), 
 # Results of each load run, by LEG:ROUND; nginx, loaded several times a
 # round, by nginx:ROUND:N. nginx_runs[ROUND] counts them, and
 # after_nginx[LEG:ROUND] says how many had run before LEG did.
-declare -A rps_r=() p50_r=() p99_r=() cpu_r=() nginx_runs=() after_nginx=()
+declare -A rps_r=() p50_r=() p99_r=() cpu_r=() user_r=() nginx_runs=() after_nginx=()
 for round in $(seq 1 "$ROUNDS"); do
 nginx_runs[$round]=0
 for leg in "${sequence[@]}"; do
@@ -901,7 +903,7 @@ for leg in "${sequence[@]}"; do
     perf_pid=$!
     perf_done=1
   fi
-  ticks_before=$(cpu_ticks "${pid_of[$leg]}")
+  read -r user_before system_before < <(cpu_ticks "${pid_of[$leg]}")
   if ! timeout $((duration_s + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency \
     -s "$work/report.lua" -H "${header_of[$leg]}" "${url_of[$leg]}" >"$out" 2>&1; then
     fail_leg "$leg" "wrk failed: $(tail -n 3 "$out" | tr '\n' ' ')"
@@ -929,14 +931,17 @@ for leg in "${sequence[@]}"; do
     after_nginx[$leg:$round]=${nginx_runs[$round]}
     key=$leg:$round
   fi
-  ticks=$(( $(cpu_ticks "${pid_of[$leg]}") - ticks_before ))
+  read -r user_after system_after < <(cpu_ticks "${pid_of[$leg]}")
+  user_ticks=$((user_after - user_before))
+  ticks=$((user_ticks + system_after - system_before))
   cpu_r[$key]=$(awk -v t="$ticks" -v hz="$clock_ticks" -v n="${r[requests]}" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  user_r[$key]=$(awk -v t="$user_ticks" -v hz="$clock_ticks" -v n="${r[requests]}" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
   rps_r[$key]=$(awk -v n="${r[requests]}" -v us="${r[duration_us]}" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
   p50_r[$key]=$(awk -v us="${r[p50_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
   p99_r[$key]=$(awk -v us="${r[p99_us]}" 'BEGIN { printf "%.3f", us / 1000 }')
   socket_errors[$leg]=$(( ${socket_errors[$leg]:-0} + r[socket_errors] ))
-  printf '  round %s  %-26s %9s req/s  p50 %s ms  p99 %s ms  cpu %s us/req\n' "$round" "${label[$leg]}" "${rps_r[$key]}" \
-    "${p50_r[$key]}" "${p99_r[$key]}" "${cpu_r[$key]}"
+  printf '  round %s  %-26s %9s req/s  p50 %s ms  p99 %s ms  cpu %s us/req (user %s)\n' "$round" "${label[$leg]}" "${rps_r[$key]}" \
+    "${p50_r[$key]}" "${p99_r[$key]}" "${cpu_r[$key]}" "${user_r[$key]}"
   if [ "${r[non2xx]}" -gt 0 ]; then
     fail_leg "$leg" "${r[non2xx]} of ${r[requests]} responses under load were not 2xx"
   fi
@@ -964,14 +969,15 @@ around_nginx() {
   [ "${#values[@]}" -gt 0 ] || return 0
   printf '%s\n' "${values[@]}" | awk '{ s += $1 } END { printf "%.3f", s / NR }'
 }
-declare -A ratio_of=() delta_of=() cpu=() ratio_r=()
+declare -A ratio_of=() delta_of=() cpu=() user=() ratio_r=()
 for leg in "${legs[@]}"; do
-  values=() fast=() slow=() ratios=() deltas=() cpus=()
+  values=() fast=() slow=() ratios=() deltas=() cpus=() users=()
   for round in $(seq 1 "$ROUNDS"); do
     if [ "$leg" = nginx ]; then
       for k in $(seq 1 "${nginx_runs[$round]:-0}"); do
         values+=("${rps_r[nginx:$round:$k]}")
         cpus+=("${cpu_r[nginx:$round:$k]}")
+        users+=("${user_r[nginx:$round:$k]}")
         fast+=("${p50_r[nginx:$round:$k]}")
         slow+=("${p99_r[nginx:$round:$k]}")
       done
@@ -980,6 +986,7 @@ for leg in "${legs[@]}"; do
     [ -n "${rps_r[$leg:$round]:-}" ] || continue
     values+=("${rps_r[$leg:$round]}")
     cpus+=("${cpu_r[$leg:$round]}")
+    users+=("${user_r[$leg:$round]}")
     fast+=("${p50_r[$leg:$round]}")
     slow+=("${p99_r[$leg:$round]}")
     ref_rps=$(around_nginx rps_r "$leg" "$round")
@@ -995,6 +1002,7 @@ for leg in "${legs[@]}"; do
   p50[$leg]=$(median "${fast[@]}")
   p99[$leg]=$(median "${slow[@]}")
   cpu[$leg]=$(median "${cpus[@]}" | awk '{ printf "%.1f", $1 }')
+  user[$leg]=$(median "${users[@]}" | awk '{ printf "%.1f", $1 }')
   if [ "$leg" = nginx ]; then
     ratio_of[nginx]=1
     delta_of[nginx]=0
@@ -1221,7 +1229,7 @@ fi
 # ---------------------------------------------------------------------------
 echo
 echo "Proxy benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS round(s), $(nproc) cores, loopback; portcullis workers $PORTCULLIS_WORKERS (0: one per CPU); mod_auth_openidc $openidc_version"
-printf '%-26s %10s %9s %9s %9s %12s %12s %7s\n' target req/s "p50 ms" "p99 ms" "x nginx" "p99-nginx" "cpu us/req" errors
+printf '%-26s %10s %9s %9s %9s %12s %12s %10s %7s\n' target req/s "p50 ms" "p99 ms" "x nginx" "p99-nginx" "cpu us/req" "user us" errors
 for leg in "${legs[@]}"; do
   if [ -z "${rps[$leg]:-}" ]; then
     printf '%-26s FAILED: %s\n' "${label[$leg]}" "${failure[$leg]:-not measured}"
@@ -1233,11 +1241,11 @@ for leg in "${legs[@]}"; do
     ratio=$(awk -v v="${ratio_of[$leg]}" 'BEGIN { printf "%.2fx", v }')
     delta=$(awk -v v="${delta_of[$leg]}" 'BEGIN { printf "%+.3f ms", v }')
   fi
-  printf '%-26s %10s %9s %9s %9s %12s %12s %7s\n' "${label[$leg]}" "${rps[$leg]}" "${p50[$leg]}" "${p99[$leg]}" "$ratio" "$delta" "${cpu[$leg]}" "${socket_errors[$leg]}"
+  printf '%-26s %10s %9s %9s %9s %12s %12s %10s %7s\n' "${label[$leg]}" "${rps[$leg]}" "${p50[$leg]}" "${p99[$leg]}" "$ratio" "$delta" "${cpu[$leg]}" "${user[$leg]}" "${socket_errors[$leg]}"
   if [ -n "${failure[$leg]:-}" ]; then printf '%-26s   but FAILED: %s\n' "" "${failure[$leg]}"; fi
 done
 
-echo "cpu us/req: the server's own CPU time (user and system, its worker processes included) per request, medians."
+echo "cpu us/req: the server's own CPU time (user and system, its worker processes included) per request, medians; user us: its user-space part."
 if [ -n "${cpu[portcullis]:-}" ] && [ -n "${cpu[nginx]:-}" ]; then
   echo "CPU per request against nginx: portcullis $(awk -v a="${cpu[portcullis]}" -v b="${cpu[nginx]}" 'BEGIN { printf "%.2fx", a / b }')${cpu[signed-in]:+, signed-in $(awk -v a="${cpu[signed-in]}" -v b="${cpu[nginx]}" 'BEGIN { printf "%.2fx", a / b }')}"
 fi
