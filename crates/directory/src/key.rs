@@ -40,7 +40,7 @@ pub(crate) fn id_of(key: Key) -> String {
 /// the directory creates, so nobody outside can aim collisions at a map;
 /// looking up a chosen key costs one probe like any other.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
+pub struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {

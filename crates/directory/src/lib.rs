@@ -32,7 +32,7 @@ pub use directory::{
 };
 pub use error::{DirectoryError, ResourceKind, StoreError};
 pub use events::{Change, ChangeKind, PrincipalChange};
-pub use model::{Group, Id, Member, MemberKind, Meta, Principal, PrincipalKey, User};
+pub use model::{Group, Id, Member, MemberKind, Meta, Principal, PrincipalKey, PrincipalKeyHash, User};
 pub use sessions::{SessionHandle, SessionStore, StoredSession};
 pub use sled::Error as SledError;
 pub use store::SCHEMA_VERSION;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use portcullis_directory::{ActivityStore, Directory, Principal, PrincipalKey};
+use portcullis_directory::{ActivityStore, Directory, Principal, PrincipalKey, PrincipalKeyHash};
 use portcullis_policy::Policy;
 use serde::Serialize;
 
@@ -39,14 +39,14 @@ struct Seen {
 #[derive(Debug)]
 pub struct Activity {
     store: ActivityStore,
-    seen: DashMap<PrincipalKey, Seen>,
+    seen: DashMap<PrincipalKey, Seen, PrincipalKeyHash>,
 }
 
 impl Activity {
     pub fn new(store: ActivityStore) -> Activity {
         Activity {
             store,
-            seen: DashMap::new(),
+            seen: DashMap::default(),
         }
     }
 

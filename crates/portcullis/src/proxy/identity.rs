@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use http::HeaderValue;
 use parking_lot::Mutex;
-use portcullis_directory::{Directory, Principal, PrincipalKey};
+use portcullis_directory::{Directory, Principal, PrincipalKey, PrincipalKeyHash};
 use portcullis_oidc::{AssertionClaims, AssertionSigner};
 use portcullis_policy::{GroupRef, Policy, RoleSet, Subject};
 
@@ -69,7 +69,7 @@ pub struct Identities {
     directory: Directory,
     signer: AssertionSigner,
     ttl: Duration,
-    cache: DashMap<PrincipalKey, Arc<Resolved>>,
+    cache: DashMap<PrincipalKey, Arc<Resolved>, PrincipalKeyHash>,
 }
 
 /// What a route's assertion should say.
@@ -86,7 +86,7 @@ impl Identities {
             directory,
             signer,
             ttl,
-            cache: DashMap::new(),
+            cache: DashMap::default(),
         }
     }
 

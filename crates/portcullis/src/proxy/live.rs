@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use portcullis_directory::{Directory, PrincipalKey};
+use portcullis_directory::{Directory, PrincipalKey, PrincipalKeyHash};
 use tokio::sync::{broadcast, watch};
 
 use crate::authz::PrincipalIdentity;
@@ -39,7 +39,7 @@ struct Entry {
 /// The registry, shared by every worker.
 #[derive(Debug, Default)]
 pub struct Live {
-    by_user: DashMap<PrincipalKey, Vec<Entry>>,
+    by_user: DashMap<PrincipalKey, Vec<Entry>, PrincipalKeyHash>,
     next: AtomicU64,
     closed: AtomicU64,
 }
