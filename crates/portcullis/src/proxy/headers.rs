@@ -240,9 +240,8 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     }
     let host = f.host.and_then(|h| h.to_str().ok());
     // Quotes and backslashes are dropped from the host, which is quoted.
-    let host_len = host.map_or(0, |h| {
-        ";host=\"\"".len() + h.len() - h.bytes().filter(|b| matches!(b, b'"' | b'\\')).count()
-    });
+    let dropped = host.map_or(0, |h| h.bytes().filter(|b| matches!(b, b'"' | b'\\')).count());
+    let host_len = host.map_or(0, |h| ";host=\"\"".len() + h.len() - dropped);
     let for_len = if peer.is_ipv4() {
         "for=".len()
     } else {
@@ -267,7 +266,11 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     fwd.push_str(f.proto);
     if let Some(host) = host {
         fwd.push_str(";host=\"");
-        fwd.extend(host.split(['"', '\\']));
+        if dropped == 0 {
+            fwd.push_str(host);
+        } else {
+            fwd.extend(host.split(['"', '\\']));
+        }
         fwd.push('"');
     }
     debug_assert_eq!(fwd.len(), len, "the Forwarded value's size was computed wrong");
