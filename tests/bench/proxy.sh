@@ -3,6 +3,9 @@
 #
 #   upstream      nginx answering a fixed 200 "ok\n" (the ceiling)
 #   nginx         nginx proxy_pass to the upstream, no authentication
+#   floor         hyper-floor (tests/bench/floor): a bare pass-through proxy
+#                 on hyper and tokio, laid out like Portcullis, doing nothing
+#                 else; what Portcullis costs above it is its own work
 #   apache        Apache (event MPM) + mod_auth_openidc validating an RS256
 #                 bearer JWT against a JWKS and requiring a groups claim
 #   portcullis    bearer JWT, user bound over SCIM, policy by SCIM group
@@ -25,8 +28,9 @@
 # gives medians, with each ratio taken within a round, since this machine's
 # speed drifts between runs),
 # IDLE_CONNECTIONS (10000), IDLE_PEERS ("nginx portcullis"),
-# PORTCULLIS_BIN (skip the build and use this binary), DEV_IDP_BIN (the
-# same for the development provider), PORTCULLIS_LOG (warn),
+# PORTCULLIS_BIN (skip the build and use this binary), DEV_IDP_BIN and
+# FLOOR_BIN (the same for the development provider and hyper-floor),
+# PORTCULLIS_LOG (warn),
 # PORTCULLIS_WORKERS (0: Portcullis's `[server] workers`, 0 being one per
 # CPU, its default; the nginx peer always runs one worker process),
 # INSTRUCTIONS_S (8: seconds of the callgrind count of instructions per
@@ -163,6 +167,14 @@ else
   devidp_bin=${target_dir:-$repo/target}/release/dev-idp
 fi
 [ -x "$devidp_bin" ] || die "no dev-idp binary at $devidp_bin"
+if [ -n "${FLOOR_BIN:-}" ]; then
+  floor_bin=$FLOOR_BIN
+else
+  say "building hyper-floor (release)"
+  (cd "$repo" && cargo build --release -p portcullis-bench-floor --bin hyper-floor)
+  floor_bin=${target_dir:-$repo/target}/release/hyper-floor
+fi
+[ -x "$floor_bin" ] || die "no hyper-floor binary at $floor_bin"
 
 # ---------------------------------------------------------------------------
 # Work directory, processes, cleanup
@@ -274,25 +286,26 @@ mb() { awk -v kb="$1" 'BEGIN { printf "%.1f MB", kb / 1024 }'; }
 # that none is handed out twice.
 ports=$(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(13)]
+socks = [socket.socket() for _ in range(14)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 )
 read -r port_idp port_idp_tls port_upstream port_nginx port_apache port_portcullis port_admin \
-  port_audited port_audited_admin port_devidp port_session port_session_admin port_apache_session <<<"$ports"
-[ -n "$port_apache_session" ] || die "could not pick free ports"
+  port_audited port_audited_admin port_devidp port_session port_session_admin port_apache_session port_floor <<<"$ports"
+[ -n "$port_floor" ] || die "could not pick free ports"
 
 # Results, by leg, in the report's order.
-legs=(upstream nginx portcullis signed-in audited apache apache-session)
+legs=(upstream nginx floor portcullis signed-in audited apache apache-session)
 # The order each round loads them in: nginx again after each Portcullis
 # leg, so that every Portcullis figure sits between two nginx figures of
 # the same round (see the medians below).
-sequence=(upstream nginx portcullis nginx signed-in nginx audited nginx apache apache-session)
+sequence=(upstream nginx portcullis nginx signed-in nginx audited nginx floor nginx apache apache-session)
 declare -A label=(
   [upstream]="upstream (direct)"
   [nginx]="nginx proxy_pass"
+  [floor]="hyper pass-through floor"
   [apache]="apache mod_auth_openidc"
   [portcullis]="portcullis"
   [audited]="portcullis + audit trail"
@@ -565,6 +578,13 @@ nginx_conf "$work/nginx" "$port_nginx" $((IDLE_CONNECTIONS + 4096)) "  upstream 
 start_nginx upstream
 start_nginx nginx
 
+# As many workers as Portcullis runs (one per CPU unless told otherwise).
+floor_workers=$PORTCULLIS_WORKERS
+[ "$floor_workers" -gt 0 ] || floor_workers=$(nproc)
+say "hyper-floor ($floor_workers workers) on 127.0.0.1:$port_floor"
+spawn "$work/floor.log" "$floor_bin" "127.0.0.1:$port_floor" "127.0.0.1:$port_upstream" "$floor_workers"
+pid_of[floor]=$started
+
 # ---------------------------------------------------------------------------
 # Apache with mod_auth_openidc
 # ---------------------------------------------------------------------------
@@ -674,6 +694,10 @@ for leg in upstream nginx; do
   wait_http "http://127.0.0.1:$([ "$leg" = upstream ] && echo "$port_upstream" || echo "$port_nginx")/" '^200$' 15 "${pid_of[$leg]}" ||
     { log_tail "$work/$leg/error.log"; log_tail "$work/$leg/stdout.log"; die "$leg nginx did not start"; }
 done
+if ! wait_http "http://127.0.0.1:$port_floor/" '^200$' 15 "${pid_of[floor]}"; then
+  fail_leg floor "hyper-floor did not start"
+  log_tail "$work/floor.log"
+fi
 if ! wait_http "http://127.0.0.1:$port_apache/" '^[1-5][0-9][0-9]$' 15 "${pid_of[apache]}"; then
   fail_leg apache "apache did not start"
   log_tail "$apache/error.log"
@@ -801,6 +825,7 @@ pc=$work/portcullis
 declare -A header_of=(
   [upstream]="Authorization: Bearer $token"
   [nginx]="Authorization: Bearer $token"
+  [floor]="Authorization: Bearer $token"
   [apache]="Authorization: Bearer $token"
   [portcullis]="Authorization: Bearer $token"
   [audited]="Authorization: Bearer $token"
@@ -832,6 +857,7 @@ fi
 declare -A url_of=(
   [upstream]="http://127.0.0.1:$port_upstream/"
   [nginx]="http://127.0.0.1:$port_nginx/"
+  [floor]="http://127.0.0.1:$port_floor/"
   [apache]="http://127.0.0.1:$port_apache/"
   [portcullis]="http://127.0.0.1:$port_portcullis/"
   [audited]="http://127.0.0.1:$port_audited/"
@@ -1182,7 +1208,7 @@ instructions_of() {
   fi
   instr[$leg]=$((total / requests))
   printf '  %-26s %9s instructions per request (%s requests)\n' "${label[$leg]}" "${instr[$leg]}" "$requests"
-  if [ "$leg" != nginx ]; then instruction_parts "$out.$pid.1" "$requests"; fi
+  case $leg in nginx | floor) ;; *) instruction_parts "$out.$pid.1" "$requests" ;; esac
 }
 
 # instruction_parts FILE REQUESTS: where a Portcullis request's
@@ -1214,6 +1240,11 @@ if [ "$INSTRUCTIONS_S" -gt 0 ]; then
     stop_pid "${pid_of[nginx]}"
     instructions_of nginx "$work/nginx/callgrind.log" nginx -p "$work/nginx/" -c "$work/nginx/nginx.conf" \
       -e "$work/nginx/error.log" -g 'daemon off; master_process off;'
+  fi
+  if [ -z "${failure[floor]:-}" ]; then
+    stop_pid "${pid_of[floor]}"
+    instructions_of floor "$work/floor-callgrind.log" "$floor_bin" "127.0.0.1:$port_floor" \
+      "127.0.0.1:$port_upstream" "$floor_workers"
   fi
   for leg in portcullis signed-in; do
     [ -z "${failure[$leg]:-}" ] || continue
@@ -1250,8 +1281,12 @@ if [ -n "${cpu[portcullis]:-}" ] && [ -n "${cpu[nginx]:-}" ]; then
   echo "CPU per request against nginx: portcullis $(awk -v a="${cpu[portcullis]}" -v b="${cpu[nginx]}" 'BEGIN { printf "%.2fx", a / b }')${cpu[signed-in]:+, signed-in $(awk -v a="${cpu[signed-in]}" -v b="${cpu[nginx]}" 'BEGIN { printf "%.2fx", a / b }')}"
 fi
 
+if [ -n "${cpu[portcullis]:-}" ] && [ -n "${user[floor]:-}" ]; then
+  echo "user-space CPU per request above the hyper floor: portcullis +$(awk -v a="${user[portcullis]}" -v b="${user[floor]}" 'BEGIN { printf "%.1f", a - b }') us${user[signed-in]:+, signed-in +$(awk -v a="${user[signed-in]}" -v b="${user[floor]}" 'BEGIN { printf "%.1f", a - b }') us}"
+fi
+
 if [ -n "${instr[nginx]:-}" ]; then
-  for leg in portcullis signed-in; do
+  for leg in floor portcullis signed-in; do
     [ -n "${instr[$leg]:-}" ] || continue
     echo "user-space instructions per request (callgrind): ${label[$leg]} ${instr[$leg]}, nginx ${instr[nginx]}: $(awk -v a="${instr[$leg]}" -v b="${instr[nginx]}" 'BEGIN { printf "%.2fx", a / b }')"
   done
