@@ -37,6 +37,9 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "documentation (rustdoc: every intra-doc link resolves, private items included)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --quiet
+
 step "browser test harness (chromium, oidc-provider, playwright-core)"
 ./tests/e2e/setup.sh
 

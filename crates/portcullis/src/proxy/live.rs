@@ -3,7 +3,7 @@
 //!
 //! A request is decided once, when it arrives; a WebSocket or a streamed
 //! download may then run for hours. So every such connection is recorded
-//! with its user, route, method and path, and [`watch`] follows the
+//! with its user, route, method and path, and [`watch()`] follows the
 //! directory's change events: when a user is deleted or deactivated, all
 //! their live connections are closed; when their groups change, each of
 //! their connections is decided again under the current policy and closed
