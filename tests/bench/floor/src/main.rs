@@ -70,7 +70,10 @@ fn parse(listen: &str, upstream: &str, workers: &str) -> Result<(SocketAddr, Soc
 /// One worker: its own listening socket on the shared port (the kernel
 /// spreads connections over them), its own runtime and pool.
 fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let socket = match listen {
@@ -83,6 +86,8 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
         let pool: Pool = Rc::default();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, say: wait rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
             let _ = stream.set_nodelay(true);
