@@ -835,6 +835,30 @@ async fn upstream_failures_are_502_and_504_without_details() {
     let r = w.get_on("other.test", "/slow?ms=3000", &token).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text);
     assert!(started.elapsed() < Duration::from_secs(2), "timed out too late");
+
+    // Response timers outlive their exchange and serve the next ones. A
+    // kept timer's old deadline (300 ms after the quick exchanges) passes
+    // 100 ms into the slow one: it must neither fire then nor miss the
+    // slow one's own deadline, before and after it has fired once.
+    for round in 0..2 {
+        for _ in 0..3 {
+            let r = w.get_on("other.test", "/slow?ms=0", &token).await;
+            assert_eq!(r.status, StatusCode::OK, "round {round}: {}", r.text);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let r = w.get_on("other.test", "/slow?ms=3000", &token).await;
+        let took = started.elapsed();
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "round {round}: {}", r.text);
+        assert!(
+            took >= Duration::from_millis(290),
+            "round {round}: timed out early, after {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "round {round}: timed out too late, after {took:?}"
+        );
+    }
 }
 
 #[tokio::test]
