@@ -919,13 +919,9 @@ fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&[u8]>, ProxyError> 
             "more than one Authorization header",
         ));
     }
-    let bytes = value.as_bytes();
-    match bytes.iter().position(|&b| b == b' ') {
-        Some(space)
-            if bytes[..space].eq_ignore_ascii_case(b"bearer") && !bytes[space + 1..].trim_ascii().is_empty() =>
-        {
-            Ok(Some(bytes[space + 1..].trim_ascii()))
-        }
+    let mut parts = value.as_bytes().splitn(2, |&b| b == b' ');
+    match (parts.next(), parts.next().map(<[u8]>::trim_ascii)) {
+        (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty() => Ok(Some(token)),
         _ => Err(ProxyError::Unauthenticated {
             code: "unsupported_scheme",
             message: "only Authorization: Bearer <token> is accepted".into(),

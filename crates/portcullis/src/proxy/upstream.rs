@@ -527,26 +527,24 @@ where
                 },
             },
         };
-        if polled.is_ready() {
-            if let Some(timer) = this.timer.take() {
-                this.upstream.pool.keep_timer(timer);
+        if polled.is_pending() {
+            // No timer only once the exchange has ended, when nothing polls.
+            let Some(timer) = this.timer.as_mut() else {
+                return Poll::Pending;
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
-            return polled;
         }
-        // No timer only once the exchange has ended, when nothing polls.
-        let Some(timer) = this.timer.as_mut() else {
-            return Poll::Pending;
-        };
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                if let Some(timer) = this.timer.take() {
-                    this.upstream.pool.keep_timer(timer);
-                }
-                Poll::Ready(Err(ProxyError::GatewayTimeout {
-                    detail: format!("no response headers within {}", humantime::format_duration(*this.wait)),
-                }))
-            }
-            Poll::Pending => Poll::Pending,
+        // Ended, answered or timed out: the timer serves the next exchange.
+        if let Some(timer) = this.timer.take() {
+            this.upstream.pool.keep_timer(timer);
+        }
+        match polled {
+            Poll::Pending => Poll::Ready(Err(ProxyError::GatewayTimeout {
+                detail: format!("no response headers within {}", humantime::format_duration(*this.wait)),
+            })),
+            ready => ready,
         }
     }
 }
