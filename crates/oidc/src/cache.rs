@@ -22,7 +22,7 @@
 //! or keep entries of keys the issuer withdrew (the verifier purges them
 //! through [`TokenCache::retain_keys`]).
 
-use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,10 +32,10 @@ use dashmap::DashMap;
 
 use crate::VerifiedToken;
 
-/// How many trailing bytes of a token feed the bucket hash: more than an
-/// ES256 or EdDSA signature's base64url carries in its last 64 bytes is not
-/// needed, since those bytes already differ between any two valid tokens.
-const HASHED_TAIL: usize = 64;
+/// How many trailing bytes of a token feed the bucket hash: 16 base64url
+/// characters of its signature, 96 bits that differ between any two valid
+/// tokens.
+const HASHED_TAIL: usize = 16;
 
 /// What a cache lookup found.
 #[derive(Debug)]
@@ -60,7 +60,7 @@ pub(crate) struct TokenCache {
 impl TokenCache {
     pub(crate) fn new(max_entries: usize, max_bytes: usize) -> TokenCache {
         TokenCache {
-            map: DashMap::with_hasher(TailHash(RandomState::new())),
+            map: DashMap::with_hasher(TailHash::random()),
             entries: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             max_entries,
@@ -187,31 +187,71 @@ fn cost(token: &[u8]) -> usize {
     2 * token.len() + 256
 }
 
-/// A keyed SipHash (std's, randomly seeded per cache) over only the last
-/// [`HASHED_TAIL`] bytes of each key; see the module documentation for why
-/// that is enough. Keys are still compared in full.
+/// The bucket hash: the last [`HASHED_TAIL`] bytes of a key, read as two
+/// words, each mixed with a per-cache random key by a folded multiply.
+/// Not SipHash: the tail of a verified token is signature, which nobody
+/// without the issuer's key can choose, so there is nothing to flood (see
+/// the module documentation); a forged token picks a bucket where the full
+/// comparison fails. SipHash over the tail cost more than the rest of a
+/// cache hit together.
 #[derive(Debug, Clone)]
-struct TailHash(RandomState);
+struct TailHash {
+    k0: u64,
+    k1: u64,
+}
+
+impl TailHash {
+    fn random() -> TailHash {
+        // std's per-process random seed, through its own hasher; odd
+        // multipliers keep every bit of the tail in play.
+        let seed = RandomState::new();
+        TailHash {
+            k0: seed.hash_one(0u8) | 1,
+            k1: seed.hash_one(1u8) | 1,
+        }
+    }
+}
 
 impl BuildHasher for TailHash {
     type Hasher = TailHasher;
 
     fn build_hasher(&self) -> TailHasher {
-        TailHasher(self.0.build_hasher())
+        TailHasher {
+            keys: (self.k0, self.k1),
+            state: 0,
+        }
     }
 }
 
-struct TailHasher(DefaultHasher);
+struct TailHasher {
+    keys: (u64, u64),
+    state: u64,
+}
 
 impl Hasher for TailHasher {
     fn write(&mut self, bytes: &[u8]) {
+        let mut tail = [0u8; HASHED_TAIL];
         let start = bytes.len().saturating_sub(HASHED_TAIL);
-        self.0.write(&bytes[start..]);
+        tail[HASHED_TAIL - (bytes.len() - start)..].copy_from_slice(&bytes[start..]);
+        let (a, b) = tail.split_at(8);
+        let a = u64::from_le_bytes(a.try_into().unwrap_or_default());
+        let b = u64::from_le_bytes(b.try_into().unwrap_or_default());
+        self.state ^= folded_multiply(a ^ self.keys.0, b ^ self.keys.1);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        // The length prefix `[u8]` hashes first.
+        self.state = folded_multiply(self.state ^ n as u64, self.keys.0);
     }
 
     fn finish(&self) -> u64 {
-        self.0.finish()
+        self.state
     }
+}
+
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
 }
 
 #[cfg(test)]
@@ -225,6 +265,26 @@ mod tests {
         let text = format!("header{i}.payload.{}", "s".repeat(100)).into_bytes();
         let verified = VerifiedToken::for_tests(until, [0; 32]);
         (text, Arc::new(verified))
+    }
+
+    #[test]
+    fn the_bucket_hash_is_taken_from_the_tail() {
+        let build = TailHash::random();
+        let hash = |key: &[u8]| build.hash_one(key);
+        let head_a = b"aaaa.bbbb.0123456789abcdefghij".as_slice();
+        let head_b = b"zzzz.yyyy.0123456789abcdefghij".as_slice();
+        assert_eq!(hash(head_a), hash(head_b), "only the last bytes count");
+        // Any byte of the tail moves the hash; so does the length.
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..HASHED_TAIL {
+            let mut key = head_a.to_vec();
+            let at = key.len() - 1 - i;
+            key[at] ^= 1;
+            assert!(seen.insert(hash(&key)), "tail byte {i} did not change the hash");
+        }
+        assert_ne!(hash(b"abc"), hash(b"abd"));
+        assert_ne!(hash(b""), hash(b"\0"));
+        assert!(seen.insert(hash(b"short")));
     }
 
     #[test]
