@@ -29,7 +29,7 @@ use crate::routes::Router;
 use crate::session::Sessions;
 use crate::session::signin::SignIn;
 use crate::tls::ServerCert;
-use crate::web::{self, ConnInfo, Transport};
+use crate::web::{self, Transport};
 
 /// How long in-flight admin requests may take to finish after shutdown
 /// begins (the proxy listener's grace is configurable).
@@ -273,8 +273,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             metrics: metrics.clone(),
         };
         services.push(move |conn| GatewayConn {
+            conn: gateway.proxy.client_conn(conn),
             gateway: gateway.clone(),
-            conn,
         });
     }
     drop(proxy);
@@ -387,7 +387,7 @@ struct Gateway {
 #[derive(Debug, Clone)]
 struct GatewayConn {
     gateway: Gateway,
-    conn: ConnInfo,
+    conn: Arc<crate::proxy::ClientConn>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for GatewayConn {
@@ -396,7 +396,6 @@ impl hyper::service::Service<Request<Incoming>> for GatewayConn {
     type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let conn = self.conn;
         // Two boxes rather than one async block with both branches, whose
         // state would be the larger of the two on every request.
         if self.gateway.scim.owns(req.uri().path()) {
@@ -420,7 +419,7 @@ impl hyper::service::Service<Request<Incoming>> for GatewayConn {
                 Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()))
             })
         } else {
-            Box::pin(self.gateway.proxy.clone().handle(Box::new(req), conn))
+            Box::pin(self.gateway.proxy.clone().handle(Box::new(req), self.conn.clone()))
         }
     }
 }

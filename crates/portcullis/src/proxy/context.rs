@@ -10,7 +10,7 @@ use std::time::Instant;
 use http::HeaderMap;
 use portcullis_directory::Principal;
 
-use crate::web::ConnInfo;
+use super::ClientConn;
 
 /// A request id: unique within the process and, with overwhelming
 /// probability, across restarts (random prefix, then a counter), as 20
@@ -38,8 +38,23 @@ impl RequestId {
         std::str::from_utf8(&self.0).unwrap_or("-")
     }
 
+    /// The id as a header value, cut from a block this thread shares
+    /// among a few hundred ids: a header value of its own would be an
+    /// allocation, and this is made twice per request (upstream and
+    /// response). A block is freed when its last id is.
     pub fn header_value(&self) -> http::HeaderValue {
-        http::HeaderValue::from_bytes(&self.0).unwrap_or(http::HeaderValue::from_static("-"))
+        const BLOCK: usize = 4096;
+        thread_local! {
+            static IDS: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+        }
+        let bytes = IDS.with_borrow_mut(|block| {
+            if block.capacity() - block.len() < self.0.len() {
+                *block = bytes::BytesMut::with_capacity(BLOCK);
+            }
+            block.extend_from_slice(&self.0);
+            block.split().freeze()
+        });
+        http::HeaderValue::from_maybe_shared(bytes).unwrap_or(http::HeaderValue::from_static("-"))
     }
 }
 
@@ -54,7 +69,7 @@ impl std::fmt::Display for RequestId {
 pub struct RequestContext {
     pub id: RequestId,
     pub started: Instant,
-    pub conn: ConnInfo,
+    pub conn: Arc<ClientConn>,
     /// The client's address: the peer, or, behind a trusted proxy, the
     /// address it reported.
     pub client_ip: IpAddr,
@@ -86,7 +101,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn new(conn: ConnInfo, client_ip: IpAddr, method: &http::Method, headers: &HeaderMap) -> Self {
+    pub fn new(conn: Arc<ClientConn>, client_ip: IpAddr, method: &http::Method, headers: &HeaderMap) -> Self {
         RequestContext {
             id: RequestId::next(),
             started: Instant::now(),
@@ -139,5 +154,21 @@ mod tests {
         assert_eq!(a.as_str().len(), 20);
         assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(a.header_value(), a.as_str());
+    }
+
+    #[test]
+    fn request_id_header_values_outlive_their_blocks() {
+        // Ids cut from one block and across blocks stay what they were,
+        // whichever is dropped first.
+        let ids: Vec<RequestId> = (0..1000).map(|_| RequestId::next()).collect();
+        let mut values: Vec<http::HeaderValue> = ids.iter().map(RequestId::header_value).collect();
+        values.drain(..500);
+        let more: Vec<http::HeaderValue> = ids.iter().map(RequestId::header_value).collect();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(v, ids[500 + i].as_str());
+        }
+        for (id, v) in ids.iter().zip(&more) {
+            assert_eq!(v, id.as_str());
+        }
     }
 }

@@ -219,7 +219,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         .flatten();
     // Each value is allocated once, at its exact size: a `String` whose
     // capacity exceeds its length becomes a header value through a second
-    // allocation (`Bytes`' shared form), and this runs on every request.
+    // allocation (`Bytes`' shared form).
     let ip = IpText::of(peer);
     let ip = ip.as_str();
     match prior_xff {
@@ -227,19 +227,22 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             chain.reserve_exact(2 + ip.len());
             chain.push_str(", ");
             chain.push_str(ip);
-            set(headers, X_FORWARDED_FOR, chain);
+            // The `String`'s buffer becomes the value as is.
+            set_or_remove(headers, X_FORWARDED_FOR, HeaderValue::try_from(chain).ok());
         }
-        None => match HeaderValue::from_str(ip) {
-            Ok(v) => {
-                headers.insert(X_FORWARDED_FOR, v);
-            }
-            Err(_) => {
-                headers.remove(X_FORWARDED_FOR);
-            }
-        },
+        None => set_or_remove(headers, X_FORWARDED_FOR, HeaderValue::from_str(ip).ok()),
     }
-    let host = f.host.and_then(|h| h.to_str().ok());
-    // Quotes and backslashes are dropped from the host, which is quoted.
+    let fwd = forwarded_value(prior_fwd.as_deref(), peer, f.proto, f.host);
+    set_or_remove(headers, header::FORWARDED, fwd);
+    set_proto_and_host(headers, f.trusted_peer, f.proto, f.host);
+}
+
+/// The `Forwarded` element for this hop, after the `prior` chain if any.
+/// Quotes and backslashes are dropped from the host, which is quoted.
+fn forwarded_value(prior: Option<&str>, peer: IpAddr, proto: &str, host: Option<&HeaderValue>) -> Option<HeaderValue> {
+    let ip = IpText::of(peer);
+    let ip = ip.as_str();
+    let host = host.and_then(|h| h.to_str().ok());
     let dropped = host.map_or(0, |h| h.bytes().filter(|b| matches!(b, b'"' | b'\\')).count());
     let host_len = host.map_or(0, |h| ";host=\"\"".len() + h.len() - dropped);
     let for_len = if peer.is_ipv4() {
@@ -247,11 +250,10 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     } else {
         "for=\"[]\"".len()
     };
-    let len =
-        prior_fwd.as_ref().map_or(0, |p| p.len() + 2) + for_len + ip.len() + ";proto=".len() + f.proto.len() + host_len;
+    let len = prior.map_or(0, |p| p.len() + 2) + for_len + ip.len() + ";proto=".len() + proto.len() + host_len;
     let mut fwd = String::with_capacity(len);
-    if let Some(prior) = prior_fwd {
-        fwd.push_str(&prior);
+    if let Some(prior) = prior {
+        fwd.push_str(prior);
         fwd.push_str(", ");
     }
     if peer.is_ipv4() {
@@ -263,7 +265,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         fwd.push_str("]\"");
     }
     fwd.push_str(";proto=");
-    fwd.push_str(f.proto);
+    fwd.push_str(proto);
     if let Some(host) = host {
         fwd.push_str(";host=\"");
         if dropped == 0 {
@@ -274,28 +276,107 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         fwd.push('"');
     }
     debug_assert_eq!(fwd.len(), len, "the Forwarded value's size was computed wrong");
-    set(headers, header::FORWARDED, fwd);
-    let proto = HeaderValue::from_static(proto_static(f.proto));
-    if f.trusted_peer {
-        // What a trusted proxy says about the original request stands.
+    HeaderValue::try_from(fwd).ok()
+}
+
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`: what a trusted proxy says
+/// about the original request stands; anyone else's is replaced.
+fn set_proto_and_host(headers: &mut HeaderMap, trusted_peer: bool, proto: &str, host: Option<&HeaderValue>) {
+    let proto = HeaderValue::from_static(proto_static(proto));
+    if trusted_peer {
         if !headers.contains_key(X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO, proto);
         }
         if !headers.contains_key(X_FORWARDED_HOST)
-            && let Some(host) = f.host
+            && let Some(host) = host
         {
             headers.insert(X_FORWARDED_HOST, host.clone());
         }
     } else {
         headers.insert(X_FORWARDED_PROTO, proto);
-        match f.host {
-            Some(host) => {
-                headers.insert(X_FORWARDED_HOST, host.clone());
-            }
-            None => {
-                headers.remove(X_FORWARDED_HOST);
-            }
+        set_or_remove(headers, X_FORWARDED_HOST, host.cloned());
+    }
+}
+
+fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    match value {
+        Some(v) => {
+            headers.insert(name, v);
         }
+        None => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The forwarding headers of one client connection, made once for all its
+/// requests: the peer and the scheme are the connection's, and the
+/// `Forwarded` value is kept for the first `Host` the connection sends (a
+/// client sends one `Host` per connection in practice; another is written
+/// out afresh). A request then clones ready values, instead of writing out
+/// the address and the `Forwarded` element and allocating both, on every
+/// request. Behind a trusted proxy nothing is kept: the chain the proxy
+/// sends differs per request.
+#[derive(Debug)]
+pub struct ConnForwarding {
+    /// Canonical (an IPv4-mapped IPv6 address is IPv4).
+    peer: IpAddr,
+    trusted: bool,
+    proto: &'static str,
+    xff: Option<HeaderValue>,
+    /// The first `Host` (or none) and its `Forwarded` value.
+    forwarded: std::sync::OnceLock<(Option<HeaderValue>, Option<HeaderValue>)>,
+}
+
+impl ConnForwarding {
+    pub fn new(peer: IpAddr, tls: bool, trusted: &[IpNet]) -> ConnForwarding {
+        let peer = canonical_ip(peer);
+        ConnForwarding {
+            peer,
+            trusted: is_trusted(trusted, peer),
+            proto: if tls { "https" } else { "http" },
+            xff: HeaderValue::from_str(IpText::of(peer).as_str()).ok(),
+            forwarded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether the peer is one of the trusted proxies.
+    pub fn trusted(&self) -> bool {
+        self.trusted
+    }
+
+    /// The peer's address, an IPv4-mapped IPv6 address written as IPv4.
+    pub fn peer(&self) -> IpAddr {
+        self.peer
+    }
+
+    /// Rebuilds `X-Forwarded-For/Proto/Host` and `Forwarded`, as
+    /// [`set_forwarding`] does, for a request of this connection that
+    /// named `host`.
+    pub fn apply(&self, headers: &mut HeaderMap, host: Option<&HeaderValue>) {
+        if self.trusted {
+            return set_forwarding(
+                headers,
+                &Forwarding {
+                    peer: self.peer,
+                    trusted_peer: true,
+                    proto: self.proto,
+                    host,
+                },
+            );
+        }
+        set_or_remove(headers, X_FORWARDED_FOR, self.xff.clone());
+        let fwd = match self.forwarded.get() {
+            Some((first, value)) if first.as_ref() == host => value.clone(),
+            _ => {
+                let value = forwarded_value(None, self.peer, self.proto, host);
+                // Kept only if this is the connection's first.
+                let _ = self.forwarded.set((host.cloned(), value.clone()));
+                value
+            }
+        };
+        set_or_remove(headers, header::FORWARDED, fwd);
+        set_proto_and_host(headers, false, self.proto, host);
     }
 }
 
@@ -364,18 +445,6 @@ fn proto_static(proto: &str) -> &'static str {
 fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
     (!parts.is_empty()).then(|| parts.join(", "))
-}
-
-/// Takes the value's `String`, whose buffer the header then uses as is.
-fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
-    match HeaderValue::try_from(value) {
-        Ok(v) => {
-            headers.insert(name, v);
-        }
-        Err(_) => {
-            headers.remove(name);
-        }
-    }
 }
 
 /// Removes one cookie by name from the `Cookie` header(s), keeping the rest.
@@ -605,6 +674,52 @@ mod tests {
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn a_connection_forwards_what_each_request_would_get_alone() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        // The requests of one connection, each with its Host and the
+        // client's own forwarding headers: kept values must never answer
+        // for a request they do not describe.
+        let hosts = [
+            Some("a.example"),
+            Some("a.example"),
+            Some("b.example"),
+            None,
+            Some("a.example"),
+            None,
+        ];
+        let prior = [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-host", "evil.example"),
+        ];
+        let check = |peer: &str, tls: bool| {
+            let peer: IpAddr = peer.parse().expect("ip");
+            let conn = ConnForwarding::new(peer, tls, &trusted);
+            for host in hosts {
+                let host = host.map(HeaderValue::from_static);
+                let (mut kept, mut alone) = (map(&prior), map(&prior));
+                conn.apply(&mut kept, host.as_ref());
+                set_forwarding(
+                    &mut alone,
+                    &Forwarding {
+                        peer,
+                        trusted_peer: is_trusted(&trusted, peer),
+                        proto: if tls { "https" } else { "http" },
+                        host: host.as_ref(),
+                    },
+                );
+                assert_eq!(kept, alone, "{peer} tls={tls} host={host:?}");
+            }
+        };
+        check("5.5.5.5", false);
+        check("5.5.5.5", true);
+        check("2001:db8::1", true);
+        check("::ffff:5.5.5.5", false);
+        check("10.0.0.2", false);
+        check("::ffff:10.0.0.2", true);
     }
 
     #[test]

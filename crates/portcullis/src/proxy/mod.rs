@@ -145,6 +145,15 @@ pub struct ProxyParts {
     pub activity: Option<Arc<crate::reports::Activity>>,
 }
 
+/// One client connection as the proxy sees it: where it comes from, and
+/// the forwarding headers made once for all its requests.
+#[derive(Debug)]
+pub struct ClientConn {
+    pub peer: std::net::SocketAddr,
+    pub tls: bool,
+    pub forwarding: headers::ConnForwarding,
+}
+
 impl Proxy {
     pub fn new(
         config: &Config,
@@ -220,6 +229,16 @@ impl Proxy {
         })
     }
 
+    /// What the proxy keeps about one client connection, shared by its
+    /// requests (made when the connection is accepted).
+    pub fn client_conn(&self, info: ConnInfo) -> Arc<ClientConn> {
+        Arc::new(ClientConn {
+            peer: info.peer,
+            tls: info.tls,
+            forwarding: headers::ConnForwarding::new(info.peer.ip(), info.tls, &self.inner.trusted_proxies),
+        })
+    }
+
     /// Serves one request through the phases. Never fails: every failure
     /// is a response; the `Result` is the shape hyper's service wants.
     ///
@@ -229,9 +248,17 @@ impl Proxy {
     /// functions and only what lives across an await is in it.
     /// The request comes boxed: an `async fn` keeps a copy of each
     /// argument in every layer, and a request is 264 bytes.
-    pub async fn handle(self, req: Box<Request<Incoming>>, conn: ConnInfo) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn handle(
+        self,
+        req: Box<Request<Incoming>>,
+        conn: Arc<ClientConn>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let inner = &*self.inner;
-        let client_ip = headers::client_ip(req.headers(), conn.peer.ip(), &inner.trusted_proxies);
+        let client_ip = if conn.forwarding.trusted() {
+            headers::client_ip(req.headers(), conn.peer.ip(), &inner.trusted_proxies)
+        } else {
+            conn.forwarding.peer()
+        };
         let mut ctx = RequestContext::new(conn, client_ip, req.method(), req.headers());
         let raw_path = inner.audit.as_ref().map(|_| req.uri().path().to_owned());
         let result = match own_endpoint(req.uri().path()) {
@@ -697,16 +724,7 @@ impl Inner {
         // credentials, identity, assertion) at once: growing as they come
         // would rehash every header two or three times per request.
         let _ = headers.try_reserve(ADDED_HEADERS);
-        let trusted_peer = headers::is_trusted(&self.trusted_proxies, ctx.conn.peer.ip());
-        headers::set_forwarding(
-            &mut headers,
-            &headers::Forwarding {
-                peer: ctx.conn.peer.ip(),
-                trusted_peer,
-                proto: if ctx.conn.tls { "https" } else { "http" },
-                host: original_host.as_ref(),
-            },
-        );
+        ctx.conn.forwarding.apply(&mut headers, original_host.as_ref());
         headers.insert(header::HOST, upstream.host_header.clone());
         if let Some(h) = &cfg.headers.request_id {
             headers.insert(h.clone(), ctx.id.header_value());
