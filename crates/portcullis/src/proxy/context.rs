@@ -128,23 +128,54 @@ impl RequestContext {
 }
 
 /// A browser navigation asks for HTML; XHR and API clients do not.
+///
+/// One pass over the headers rather than two lookups: an API client sends
+/// a handful of headers, and a lookup hashes its name whether or not the
+/// header is there.
 fn wants_html(headers: &HeaderMap) -> bool {
     const X_REQUESTED_WITH: http::HeaderName = http::HeaderName::from_static("x-requested-with");
-    if headers
-        .get(X_REQUESTED_WITH)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
-    {
-        return false;
+    let mut html = false;
+    for (name, value) in headers {
+        if name == http::header::ACCEPT {
+            html = html || value.to_str().is_ok_and(|accept| accept.contains("text/html"));
+        } else if name == X_REQUESTED_WITH && value.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest") {
+            return false;
+        }
     }
-    headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"))
+    html
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn browsers_navigating_want_html() {
+        let check = |pairs: &[(&str, &str)], expected: bool| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    http::HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            assert_eq!(wants_html(&h), expected, "{pairs:?}");
+        };
+        check(&[], false);
+        check(&[("accept", "text/html,application/xhtml+xml,*/*;q=0.8")], true);
+        check(&[("accept", "application/json")], false);
+        check(&[("accept", "application/json"), ("accept", "text/html")], true);
+        check(
+            &[("Accept", "text/html"), ("X-Requested-With", "XMLHttpRequest")],
+            false,
+        );
+        check(
+            &[("x-requested-with", "xmlhttprequest"), ("accept", "text/html")],
+            false,
+        );
+        check(&[("x-requested-with", "fetch"), ("accept", "text/html")], true);
+        check(&[("accept", "*/*"), ("user-agent", "text/html")], false);
+    }
 
     #[test]
     fn request_ids_are_distinct_hex() {
