@@ -40,8 +40,7 @@ impl RequestId {
 
     /// The id as a header value, cut from a block this thread shares
     /// among a few hundred ids: a header value of its own would be an
-    /// allocation, and this is made twice per request (upstream and
-    /// response). A block is freed when its last id is.
+    /// allocation per request. A block is freed when its last id is.
     pub fn header_value(&self) -> http::HeaderValue {
         const BLOCK: usize = 4096;
         thread_local! {
@@ -68,6 +67,9 @@ impl std::fmt::Display for RequestId {
 #[derive(Debug)]
 pub struct RequestContext {
     pub id: RequestId,
+    /// The id as a header value, made once: it goes upstream and back to
+    /// the client.
+    pub id_header: http::HeaderValue,
     pub started: Instant,
     pub conn: Arc<ClientConn>,
     /// The client's address: the peer, or, behind a trusted proxy, the
@@ -102,8 +104,10 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn new(conn: Arc<ClientConn>, client_ip: IpAddr, method: &http::Method, headers: &HeaderMap) -> Self {
+        let id = RequestId::next();
         RequestContext {
-            id: RequestId::next(),
+            id,
+            id_header: id.header_value(),
             started: Instant::now(),
             conn,
             client_ip,

@@ -311,7 +311,7 @@ impl Inner {
             ctx.reason = Some(e.code());
             e.into_response(ctx)
         });
-        resp.headers_mut().insert(X_REQUEST_ID, ctx.id.header_value());
+        resp.headers_mut().insert(X_REQUEST_ID, ctx.id_header.clone());
         if ctx.clear_redirect_count
             && let Some(browser) = &self.browser
         {
@@ -727,7 +727,7 @@ impl Inner {
         ctx.conn.forwarding.apply(&mut headers, original_host.as_ref());
         headers.insert(header::HOST, upstream.host_header.clone());
         if let Some(h) = &cfg.headers.request_id {
-            headers.insert(h.clone(), ctx.id.header_value());
+            headers.insert(h.clone(), ctx.id_header.clone());
         }
         if let Some(auth) = &route.credentials {
             headers.insert(header::AUTHORIZATION, auth.clone());
@@ -908,10 +908,13 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ProxyError> {
 /// A response that may stream for long: no length, or more than 1 MiB.
 fn is_long(resp: &Response<ProxyBody>) -> bool {
     use hyper::body::Body as _;
-    if resp.body().is_end_stream() {
+    let body = resp.body();
+    if body.is_end_stream() {
         return false;
     }
-    content_length(resp.headers()).is_none_or(|n| n > 1 << 20)
+    // The body knows its length when the upstream declared one (hyper
+    // decodes by it): no need to find and parse the header again.
+    body.size_hint().exact().is_none_or(|n| n > 1 << 20)
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -1021,6 +1024,20 @@ mod tests {
     fn the_per_request_future_stays_small() {
         let size = returned_size(Proxy::handle);
         assert!(size <= 1024, "the per-request future is {size} bytes");
+    }
+
+    /// Which responses may stream for long, and so are made revocable:
+    /// those of unknown length or over 1 MiB.
+    #[test]
+    fn long_responses_are_those_of_unknown_or_large_size() {
+        fn check(body: ProxyBody, expected: bool) {
+            assert_eq!(is_long(&Response::new(body)), expected);
+        }
+        check(full(Bytes::new()), false);
+        check(full(vec![0u8; 1 << 20]), false);
+        check(full(vec![0u8; (1 << 20) + 1]), true);
+        let stream = futures_util::stream::iter([Ok::<_, BoxError>(hyper::body::Frame::data(Bytes::from("x")))]);
+        check(http_body_util::StreamBody::new(stream).boxed(), true);
     }
 
     /// `check(Authorization values, expected)`: the token's bytes, or the

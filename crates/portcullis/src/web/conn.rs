@@ -444,6 +444,12 @@ where
     B::Error: Into<BoxError>,
 {
     use tokio::time::Instant;
+    // Polling the shutdown future registers with the watch's `Notify` each
+    // time, and this runs on every wake-up of the connection: after the
+    // first poll (which registers this task's waker, the same for every
+    // later poll), it is polled again only once the value has changed.
+    let changed = stopped.clone();
+    let mut stop_polled = false;
     let stop = stopped.wait_for(|s| *s);
     tokio::pin!(stop);
     let mut draining = false;
@@ -456,9 +462,12 @@ where
     let mut wait: Option<(u64, Instant, Instant)> = None;
     let ended = poll_fn(|cx| {
         loop {
-            if !draining && !parking && stop.as_mut().poll(cx).is_ready() {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
+            if !draining && !parking && (!stop_polled || changed.has_changed().unwrap_or(true)) {
+                stop_polled = true;
+                if stop.as_mut().poll(cx).is_ready() {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 return Poll::Ready(match result {

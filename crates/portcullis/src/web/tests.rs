@@ -113,6 +113,10 @@ const PARK: Duration = Duration::from_millis(100);
 const PARKED: Duration = Duration::from_millis(400);
 
 async fn start(tls: Option<TlsAcceptor>, header_read_timeout: Duration) -> Server {
+    start_parking_after(tls, header_read_timeout, PARK).await
+}
+
+async fn start_parking_after(tls: Option<TlsAcceptor>, header_read_timeout: Duration, park_after: Duration) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let stats = Arc::new(ConnStats::default());
@@ -120,7 +124,7 @@ async fn start(tls: Option<TlsAcceptor>, header_read_timeout: Duration) -> Serve
         tls,
         header_read_timeout,
         grace: Duration::from_secs(5),
-        park_after: PARK,
+        park_after,
         stats: stats.clone(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -430,6 +434,28 @@ async fn shutdown_closes_parked_connections_at_once() {
     tokio::time::timeout(Duration::from_secs(2), &mut server.task)
         .await
         .expect("shutdown does not wait for the parked connection")
+        .expect("no panic");
+    assert!(begun.elapsed() < Duration::from_secs(2));
+    let mut buf = [0u8; 1];
+    assert_eq!(stream.read(&mut buf).await.unwrap_or(0), 0, "closed");
+}
+
+/// An idle connection hyper still holds (not parked) that has served a
+/// few requests, so that the shutdown signal is seen on a later wake-up
+/// than the first, closes at once too.
+#[tokio::test]
+async fn shutdown_closes_idle_unparked_connections_at_once() {
+    let mut server = start_parking_after(None, Duration::from_secs(30), Duration::from_secs(60)).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    for _ in 0..3 {
+        exchange(&mut stream, HELLO, b"hello").await;
+    }
+    assert_eq!(server.stats.counts().parked, 0);
+    let begun = Instant::now();
+    let _ = server.stop.take().map(|s| s.send(()));
+    tokio::time::timeout(Duration::from_secs(2), &mut server.task)
+        .await
+        .expect("shutdown does not wait for the idle connection")
         .expect("no panic");
     assert!(begun.elapsed() < Duration::from_secs(2));
     let mut buf = [0u8; 1];
