@@ -132,11 +132,48 @@ fn canonical(name: &str) -> String {
     name.replace('_', "-")
 }
 
+/// The header names a route sets itself, and the first bytes any header
+/// that could pose as identity can start with: a request's headers are
+/// mostly ruled out by their first byte alone, before any name is
+/// compared.
+#[derive(Debug, Clone)]
+pub struct Managed {
+    names: Vec<HeaderName>,
+    first: [bool; 256],
+}
+
+impl Managed {
+    pub fn new(names: Vec<HeaderName>) -> Managed {
+        let mut first = [false; 256];
+        // `x-forwarded-*` and `x-portcullis-*`; and a leading `_` reads as
+        // `-` once canonical.
+        for b in [b'x', b'_', b'-'] {
+            first[usize::from(b)] = true;
+        }
+        for name in &names {
+            if let Some(&b) = name.as_str().as_bytes().first() {
+                first[usize::from(b)] = true;
+            }
+        }
+        Managed { names, first }
+    }
+
+    fn may_pose(&self, name: &HeaderName) -> bool {
+        name.as_str()
+            .as_bytes()
+            .first()
+            .is_some_and(|&b| self.first[usize::from(b)])
+    }
+}
+
 /// Removes every header that could be mistaken for identity Portcullis
 /// asserts: the names in `managed` (compared canonically), `x-portcullis-*`
 /// and `x-forwarded-*` except for/proto/host.
-pub fn strip_identity(headers: &mut HeaderMap, managed: &[HeaderName]) {
+pub fn strip_identity(headers: &mut HeaderMap, managed: &Managed) {
     let doomed = |name: &&HeaderName| {
+        if !managed.may_pose(name) {
+            return false;
+        }
         let raw = name.as_str();
         let c = if raw.contains('_') {
             std::borrow::Cow::Owned(canonical(raw))
@@ -149,7 +186,10 @@ pub fn strip_identity(headers: &mut HeaderMap, managed: &[HeaderName]) {
         // spoof, too: only the exact names are replaced below.
         let forwarded_variant =
             raw.contains('_') && matches!(&*c, "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host");
-        forwarded || forwarded_variant || c.starts_with("x-portcullis-") || managed.iter().any(|m| m.as_str() == c)
+        forwarded
+            || forwarded_variant
+            || c.starts_with("x-portcullis-")
+            || managed.names.iter().any(|m| m.as_str() == c)
     };
     // The common request carries none: look before allocating.
     if headers.keys().any(|k| doomed(&k)) {
@@ -509,10 +549,11 @@ mod tests {
 
     #[test]
     fn identity_spoofs_are_removed_in_every_spelling() {
-        let managed = [
+        let managed = Managed::new(vec![
             HeaderName::from_static("x-auth-user"),
             HeaderName::from_static("es-security-runas-user"),
-        ];
+            HeaderName::from_static("remote-user"),
+        ]);
         let mut h = map(&[
             ("X-Forwarded-User", "mallory"),
             ("x_forwarded_user", "mallory"),
@@ -524,13 +565,25 @@ mod tests {
             ("X_Auth_User", "admin"),
             ("x-auth-user", "admin"),
             ("es_security_runas_user", "elastic"),
+            ("Remote_User", "admin"),
+            ("remote-userx", "kept"),
+            ("_x_forwarded_user", "kept"),
             ("x_forwarded_for", "1.2.3.4"),
             ("x-forwarded-for", "1.2.3.4"),
             ("accept", "*/*"),
             ("x-auth-userx", "kept"),
         ]);
         strip_identity(&mut h, &managed);
-        assert_eq!(names(&h), ["accept", "x-auth-userx", "x-forwarded-for"]);
+        assert_eq!(
+            names(&h),
+            [
+                "_x_forwarded_user",
+                "accept",
+                "remote-userx",
+                "x-auth-userx",
+                "x-forwarded-for"
+            ]
+        );
     }
 
     #[test]

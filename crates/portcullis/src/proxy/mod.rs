@@ -96,7 +96,7 @@ struct RouteRuntime {
     /// `Authorization` for the upstream from the route's credentials.
     credentials: Option<HeaderValue>,
     /// Every header this route sets, for stripping client copies.
-    managed: Vec<HeaderName>,
+    managed: headers::Managed,
     metrics: crate::metrics::RouteMetrics,
 }
 
@@ -191,7 +191,7 @@ impl Proxy {
                 name,
                 config: route.clone(),
                 credentials,
-                managed,
+                managed: headers::Managed::new(managed),
             });
         }
         let jwks = signer.jwks_json();
