@@ -305,7 +305,11 @@ impl Route {
     /// gives).
     pub fn new(name: &str, upstream: Url) -> Route {
         let duration = |text: String| humantime::parse_duration(&text).unwrap_or(Duration::from_secs(5));
-        let header = |text: String| http::HeaderName::from_bytes(text.as_bytes()).ok();
+        let header = |text: String| {
+            http::HeaderName::from_bytes(text.as_bytes())
+                .ok()
+                .map(static_header_name)
+        };
         Route {
             name: name.to_owned(),
             host: None,
@@ -773,6 +777,28 @@ struct RawCredentials {
     bearer: Option<String>,
     bearer_file: Option<PathBuf>,
     bearer_env: Option<String>,
+}
+
+/// The same name, over text that lives as long as the process. A header
+/// name Portcullis sets is cloned into every upstream request, and a
+/// clone of a name parsed at run time is an atomic reference count
+/// (twice, with the drop); one over static text is not. Each distinct name
+/// is kept once, however often configurations are parsed.
+fn static_header_name(name: http::HeaderName) -> http::HeaderName {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let text: &'static str = match names.get(name.as_str()) {
+        Some(&text) => text,
+        None => {
+            let text: &'static str = Box::leak(Box::from(name.as_str()));
+            names.insert(text);
+            text
+        }
+    };
+    // A parsed name is lower case and valid, which is all `from_static`
+    // asks.
+    http::HeaderName::from_static(text)
 }
 
 fn default_listen() -> SocketAddr {
@@ -1306,7 +1332,7 @@ impl Validator<'_> {
             return None;
         }
         match http::HeaderName::from_bytes(text.as_bytes()) {
-            Ok(h) => Some(h),
+            Ok(h) => Some(static_header_name(h)),
             Err(_) => {
                 self.error(path, format!("{text:?} is not a valid header name"));
                 None

@@ -347,3 +347,13 @@ fn proxy_key_errors_are_located() {
         &[(4, 25, "routes[0].forward_authorization", "cannot be forwarded")],
     );
 }
+
+#[test]
+fn header_names_are_kept_once_over_static_text() {
+    let a = static_header_name(http::HeaderName::from_bytes(b"X-Team-User").expect("name"));
+    let b = static_header_name(http::HeaderName::from_bytes(b"x-team-user").expect("name"));
+    assert_eq!(a, "x-team-user");
+    assert!(std::ptr::eq(a.as_str(), b.as_str()), "one text for one name");
+    let standard = static_header_name(http::header::AUTHORIZATION);
+    assert_eq!(standard, http::header::AUTHORIZATION);
+}
