@@ -338,6 +338,12 @@ fn set_proto_and_host(headers: &mut HeaderMap, trusted_peer: bool, proto: &str, 
     }
 }
 
+fn own_copy(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
+}
+
 fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
     match value {
         Some(v) => {
@@ -410,8 +416,11 @@ impl ConnForwarding {
             Some((first, value)) if first.as_ref() == host => value.clone(),
             _ => {
                 let value = forwarded_value(None, self.peer, self.proto, host);
-                // Kept only if this is the connection's first.
-                let _ = self.forwarded.set((host.cloned(), value.clone()));
+                // Kept only if this is the connection's first. The host is
+                // copied: the request's value is a slice of the buffer
+                // hyper read it into, which a clone would keep alive for
+                // as long as the connection is open.
+                let _ = self.forwarded.set((host.map(own_copy), value.clone()));
                 value
             }
         };
@@ -773,6 +782,26 @@ mod tests {
         check("::ffff:5.5.5.5", false);
         check("10.0.0.2", false);
         check("::ffff:10.0.0.2", true);
+    }
+
+    /// What a connection keeps must not pin the buffer a request was read
+    /// into (hyper's header values are slices of it): an idle connection
+    /// would hold kilobytes for one host name.
+    #[test]
+    fn a_connection_keeps_its_own_copy_of_the_host() {
+        let buffer = bytes::Bytes::from(b"GET / HTTP/1.1\r\nhost: app.example\r\n\r\n".to_vec());
+        let host = HeaderValue::from_maybe_shared(buffer.slice(22..33)).expect("host");
+        assert_eq!(host, "app.example");
+        let conn = ConnForwarding::new("5.5.5.5".parse().expect("ip"), false, &[]);
+        conn.apply(&mut HeaderMap::new(), Some(&host));
+        let (kept, _) = conn.forwarded.get().expect("kept");
+        let kept = kept.as_ref().expect("a host");
+        assert_eq!(kept, &host);
+        let inside = buffer.as_ptr_range();
+        assert!(
+            !inside.contains(&kept.as_bytes().as_ptr()),
+            "the kept host points into the read buffer"
+        );
     }
 
     #[test]
