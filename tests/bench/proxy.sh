@@ -1228,11 +1228,15 @@ instruction_parts() {
   serve=$(part 'portcullis::web::conn::Connection::serve::{{closure}} [')
   handle=$(part 'portcullis::proxy::Proxy::handle::{{closure}} [')
   client=$(part 'portcullis::proxy::upstream::handshake_h1::{{closure}}::{{closure}} [')
-  if [[ $serve =~ ^[0-9]+$ && $handle =~ ^[0-9]+$ ]]; then
+  # Inlining can leave an entry point listed only by its pieces; a split
+  # that does not add up is not printed as if it did.
+  if [[ $serve =~ ^[0-9]+$ && $handle =~ ^[0-9]+$ && $client =~ ^[0-9]+$ ]] &&
+    [ "$serve" -gt "$handle" ] && [ "$client" -gt 1000 ]; then
     printf '      hyper server side %s, Proxy::handle %s, upstream connection task %s\n' \
       "$((serve - handle))" "$handle" "$client"
   else
-    printf '      parts: serve %s, Proxy::handle %s, upstream connection task %s\n' "$serve" "$handle" "$client"
+    printf '      parts: not found whole in this profile (serve %s, Proxy::handle %s, upstream connection task %s)\n' \
+      "$serve" "$handle" "$client"
   fi
 }
 

@@ -38,6 +38,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use portcullis_directory::{Directory, Lookup};
 use portcullis_oidc::{AssertionSigner, Verifier, VerifyError};
@@ -55,6 +56,13 @@ use upstream::Upstream;
 
 /// The body of every proxied response.
 pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// An empty body; boxing it allocates nothing.
+pub fn empty() -> ProxyBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
 
 /// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
@@ -767,9 +775,15 @@ impl Inner {
         }
 
         let (parts, body) = req.into_parts();
-        let body: ProxyBody = match cfg.max_request_body {
-            Some(limit) => http_body_util::Limited::new(body, limit as usize).boxed(),
-            None => body.map_err(BoxError::from).boxed(),
+        let body: ProxyBody = if body.is_end_stream() {
+            // Most requests (GET, HEAD) carry no body: an empty body boxes
+            // as a zero-sized value, which allocates nothing.
+            empty()
+        } else {
+            match cfg.max_request_body {
+                Some(limit) => http_body_util::Limited::new(body, limit as usize).boxed(),
+                None => body.map_err(BoxError::from).boxed(),
+            }
         };
         let mut up = Request::new(body);
         *up.method_mut() = parts.method;
@@ -907,7 +921,6 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ProxyError> {
 
 /// A response that may stream for long: no length, or more than 1 MiB.
 fn is_long(resp: &Response<ProxyBody>) -> bool {
-    use hyper::body::Body as _;
     let body = resp.body();
     if body.is_end_stream() {
         return false;
@@ -1033,6 +1046,7 @@ mod tests {
         fn check(body: ProxyBody, expected: bool) {
             assert_eq!(is_long(&Response::new(body)), expected);
         }
+        check(empty(), false);
         check(full(Bytes::new()), false);
         check(full(vec![0u8; 1 << 20]), false);
         check(full(vec![0u8; (1 << 20) + 1]), true);
