@@ -1221,13 +1221,18 @@ instruction_parts() {
   # part SYMBOL: the inclusive count per request of the function, the
   # largest of the lines naming it (a whole-program optimized build also
   # lists pieces of it inlined elsewhere under the same name).
+  # The name ends the line or is followed by " [object]", depending on how
+  # callgrind_annotate prints the line; a longer name that starts with it
+  # (a closure inside it) does not count.
   part() {
-    awk -v sym="$1" -v n="$requests" 'index($0, sym) && $1 ~ /^[0-9,]+$/ { gsub(",", "", $1); if ($1 + 0 > max) max = $1 + 0; found = 1 }
+    awk -v sym="$1" -v n="$requests" '
+      $1 ~ /^[0-9,]+$/ && (index($0, sym " [") || substr($0, length($0) - length(sym) + 1) == sym) {
+        gsub(",", "", $1); if ($1 + 0 > max) max = $1 + 0; found = 1 }
       END { if (found) printf "%.0f", max / n; else printf "?" }' <<<"$annotated"
   }
-  serve=$(part 'portcullis::web::conn::Connection::serve::{{closure}} [')
-  handle=$(part 'portcullis::proxy::Proxy::handle::{{closure}} [')
-  client=$(part 'portcullis::proxy::upstream::handshake_h1::{{closure}}::{{closure}} [')
+  serve=$(part 'portcullis::web::conn::Connection::serve::{{closure}}')
+  handle=$(part 'portcullis::proxy::Proxy::handle::{{closure}}')
+  client=$(part 'portcullis::proxy::upstream::handshake_h1::{{closure}}::{{closure}}')
   # Inlining can leave an entry point listed only by its pieces; a split
   # that does not add up is not printed as if it did.
   if [[ $serve =~ ^[0-9]+$ && $handle =~ ^[0-9]+$ && $client =~ ^[0-9]+$ ]] &&
