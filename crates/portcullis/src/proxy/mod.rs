@@ -153,12 +153,10 @@ pub struct ProxyParts {
     pub activity: Option<Arc<crate::reports::Activity>>,
 }
 
-/// One client connection as the proxy sees it: where it comes from, and
-/// the forwarding headers made once for all its requests.
+/// One client connection as the proxy sees it: its peer, and the
+/// forwarding headers made once for all its requests.
 #[derive(Debug)]
 pub struct ClientConn {
-    pub peer: std::net::SocketAddr,
-    pub tls: bool,
     pub forwarding: headers::ConnForwarding,
 }
 
@@ -241,8 +239,6 @@ impl Proxy {
     /// requests (made when the connection is accepted).
     pub fn client_conn(&self, info: ConnInfo) -> Arc<ClientConn> {
         Arc::new(ClientConn {
-            peer: info.peer,
-            tls: info.tls,
             forwarding: headers::ConnForwarding::new(info.peer.ip(), info.tls, &self.inner.trusted_proxies),
         })
     }
@@ -263,7 +259,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Infallible> {
         let inner = &*self.inner;
         let client_ip = if conn.forwarding.trusted() {
-            headers::client_ip(req.headers(), conn.peer.ip(), &inner.trusted_proxies)
+            headers::client_ip(req.headers(), conn.forwarding.peer(), &inner.trusted_proxies)
         } else {
             conn.forwarding.peer()
         };
