@@ -55,6 +55,12 @@ step "deployment files: portcullis check and policy tests on every shipped confi
 # above has just done: no rebuild.
 ./tests/deploy/check.sh
 
+step "the profile-guided build's training run (deploy/pgo/train.sh, against the debug binary, 1 s per step)"
+# The release build (deploy/pgo/build.sh) trains on this workload; each of
+# its steps checks the status it expects, so a change that makes it drive
+# other paths than it says fails here rather than quietly training on them.
+SECONDS_PER_STEP=1 ./deploy/pgo/train.sh target/debug/portcullis
+
 step "SCIM compliance (scim2-tester against a running server)"
 ./tests/scim/compliance.sh
 

@@ -28,6 +28,8 @@
 # gives medians, with each ratio taken within a round, since this machine's
 # speed drifts between runs),
 # IDLE_CONNECTIONS (10000), IDLE_PEERS ("nginx portcullis"),
+# PGO (1: build Portcullis with deploy/pgo/build.sh, profile-guided, as
+# for release; 0: a plain `cargo build --release`),
 # PORTCULLIS_BIN (skip the build and use this binary), DEV_IDP_BIN and
 # FLOOR_BIN (the same for the development provider and hyper-floor),
 # PORTCULLIS_LOG (warn),
@@ -57,6 +59,7 @@ PORTCULLIS_LOG=${PORTCULLIS_LOG:-warn}
 PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-0}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 INSTRUCTIONS_S=${INSTRUCTIONS_S:-8}
+PGO=${PGO:-1}
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -149,14 +152,20 @@ fi
 # ---------------------------------------------------------------------------
 # Build Portcullis
 # ---------------------------------------------------------------------------
+target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 if [ -n "${PORTCULLIS_BIN:-}" ]; then
   bin=$PORTCULLIS_BIN
+  build="given (PORTCULLIS_BIN)"
+elif [ "$PGO" = 1 ]; then
+  say "building portcullis (release, profile-guided: deploy/pgo/build.sh)"
+  bin=$(PGO_DIR=$target_dir/pgo "$repo/deploy/pgo/build.sh")
+  build="release, profile-guided (deploy/pgo/build.sh)"
 else
   say "building portcullis (release)"
   (cd "$repo" && cargo build --release -p portcullis)
-  target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
   bin=$target_dir/release/portcullis
+  build="release (PGO=0: not profile-guided)"
 fi
 [ -x "$bin" ] || die "no portcullis binary at $bin"
 if [ -n "${DEV_IDP_BIN:-}" ]; then
@@ -164,7 +173,7 @@ if [ -n "${DEV_IDP_BIN:-}" ]; then
 else
   say "building the development OpenID Provider (release)"
   (cd "$repo" && cargo build --release -p portcullis-devidp --bin dev-idp)
-  devidp_bin=${target_dir:-$repo/target}/release/dev-idp
+  devidp_bin=$target_dir/release/dev-idp
 fi
 [ -x "$devidp_bin" ] || die "no dev-idp binary at $devidp_bin"
 if [ -n "${FLOOR_BIN:-}" ]; then
@@ -172,7 +181,7 @@ if [ -n "${FLOOR_BIN:-}" ]; then
 else
   say "building hyper-floor (release)"
   (cd "$repo" && cargo build --release -p portcullis-bench-floor --bin hyper-floor)
-  floor_bin=${target_dir:-$repo/target}/release/hyper-floor
+  floor_bin=$target_dir/release/hyper-floor
 fi
 [ -x "$floor_bin" ] || die "no hyper-floor binary at $floor_bin"
 
@@ -486,47 +495,7 @@ wait_http "$devidp_issuer/.well-known/openid-configuration" '^200$' 10 "${pid_of
 # signin START_URL USER PASSWORD COOKIE_NAME: signs in through a browser
 # flow (redirect to the provider, its login form, the callback) with a
 # cookie jar and prints "COOKIE_NAME=value" of the proxy's session cookie.
-cat >"$work/signin.py" <<'PY'
-import html.parser, http.cookiejar, sys, urllib.parse, urllib.request
-
-start, user, password, name = sys.argv[1:]
-
-
-class Form(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.action, self.fields = None, {}
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "form":
-            self.action = a.get("action")
-        elif tag == "input" and a.get("name"):
-            self.fields[a["name"]] = a.get("value") or ""
-
-
-jar = http.cookiejar.CookieJar()
-opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-accept = {"Accept": "text/html"}
-page = opener.open(urllib.request.Request(start, headers=accept), timeout=10)
-form = Form()
-form.feed(page.read().decode())
-if form.action is None or "transaction" not in form.fields:
-    sys.exit(f"no login form at {page.geturl()}")
-form.fields.update(username=user, password=password)
-action = urllib.parse.urljoin(page.geturl(), form.action)
-data = urllib.parse.urlencode(form.fields).encode()
-try:
-    landed = opener.open(urllib.request.Request(action, data=data, headers=accept), timeout=10)
-    status = landed.status
-except urllib.error.HTTPError as e:
-    status = e.code  # a signed-in user the policy refuses lands on a 403
-cookies = [c for c in jar if c.name == name]
-if not cookies:
-    sys.exit(f"signed in (last status {status}) but got no {name} cookie")
-print(f"{name}={cookies[0].value}")
-PY
-signin() { timeout 30 python3 "$work/signin.py" "$@"; }
+signin() { timeout 30 python3 "$repo/deploy/pgo/signin.py" "$@"; }
 
 # ---------------------------------------------------------------------------
 # Upstream and nginx
@@ -1271,6 +1240,7 @@ fi
 # ---------------------------------------------------------------------------
 echo
 echo "Proxy benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS round(s), $(nproc) cores, loopback; portcullis workers $PORTCULLIS_WORKERS (0: one per CPU); mod_auth_openidc $openidc_version"
+echo "Portcullis build: $build"
 printf '%-26s %10s %9s %9s %9s %12s %12s %10s %7s\n' target req/s "p50 ms" "p99 ms" "x nginx" "p99-nginx" "cpu us/req" "user us" errors
 for leg in "${legs[@]}"; do
   if [ -z "${rps[$leg]:-}" ]; then
