@@ -48,10 +48,15 @@ mkdir -p "$profiles"
 say "training run (deploy/pgo/train.sh)"
 LLVM_PROFILE_FILE="$profiles/portcullis-%p-%m.profraw" \
   "$repo/deploy/pgo/train.sh" "$dir/instrumented/release/portcullis" >&2
-"$profdata" merge -o "$dir/portcullis.profdata" "$profiles"/*.profraw
+"$profdata" merge -o "$dir/merged.profdata" "$profiles"/*.profraw
+# Cargo does not watch the profile's content, only RUSTFLAGS: naming the
+# profile by its hash makes a new profile rebuild what it should.
+profile=$dir/portcullis-$(sha256sum "$dir/merged.profdata" | cut -c1-16).profdata
+rm -f "$dir"/portcullis-*.profdata
+mv "$dir/merged.profdata" "$profile"
 
 say "optimized build"
-(cd "$repo" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$dir/portcullis.profdata" CARGO_TARGET_DIR=$dir/optimized \
+(cd "$repo" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile" CARGO_TARGET_DIR=$dir/optimized \
   cargo build --release --locked -p portcullis >&2)
 install -m 0755 "$dir/optimized/release/portcullis" "$dir/portcullis"
 say "built $dir/portcullis"

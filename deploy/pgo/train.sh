@@ -14,7 +14,8 @@
 # browser session, denials (403), unauthenticated API and browser requests
 # (401 and the redirect to sign in), public paths, uploads, SCIM
 # deprovisioning and reactivation, /.portcullis/me and jwks.json; then TLS
-# with HTTP/1.1 and HTTP/2 (ALPN), bearer requests and 401s.
+# with HTTP/1.1 and HTTP/2 (ALPN), bearer requests and 401s, with the audit
+# trail on.
 # Not driven: upstream TLS and WebSocket tunnels (their code is compiled
 # without profile data, as cold code).
 #
@@ -165,6 +166,8 @@ key = "$work/tls/key.pem"
 listen = "127.0.0.1:$tls_admin"
 [store]
 path = "$work/tls/store"
+[audit]
+path = "$work/tls/audit.log"
 [policy]
 dir = "$work/tls/policies"
 [[scim.clients]]
