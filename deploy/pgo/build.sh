@@ -11,8 +11,9 @@
 # Environment: PGO_DIR (target/pgo: build directories, profiles, result).
 # Needs the toolchain's `llvm-profdata` (rustup's llvm-tools component,
 # added here if missing); the training run installs what it needs (wrk,
-# h2load, curl, openssl, python3) with apt-get. The two builds
-# take about twice a plain release build's time.
+# h2load, curl, openssl, python3) with apt-get. The two builds and the
+# training take about four times a plain release build's time (15 minutes
+# on two cores).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -71,24 +71,25 @@ fi
 # free_port: a port the kernel hands out for 127.0.0.1:0, released at once.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# load SECONDS STATUS URL [wrk arguments...]: a bounded wrk run, after one
-# request with curl (the same headers) that must answer STATUS, so that the
-# training drives the paths it says it does. A denial is a status, not a
-# failure. Only the request count is shown, never the arguments: they hold
-# tokens and cookies.
+# load SECONDS STATUS URL [HEADER...]: a bounded wrk run (a POST of 16 KiB
+# when UPLOAD=1), after one request with curl, the same headers, that must
+# answer STATUS, so that the training drives the paths it says it does. A
+# denial is a status, not a failure. Only the request count is shown, never
+# the headers: they hold tokens and cookies.
 load() {
-  local secs=$1 want=$2 url=$3
+  local secs=$1 want=$2 url=$3 h n status method=GET
   shift 3
-  local n status a headers=() method=(-X GET)
-  for a in "$@"; do [[ $a == -* ]] || headers+=(-H "$a"); done
-  if [[ " $* " == *" -s $work/upload.lua "* ]]; then
-    method=(-X POST --data-binary "@$work/upload.bin")
+  local headers=() curl_body=() wrk_script=()
+  for h in "$@"; do headers+=(-H "$h"); done
+  if [ "${UPLOAD:-0}" = 1 ]; then
+    method=POST curl_body=(--data-binary "@$work/upload.bin") wrk_script=(-s "$work/upload.lua")
   fi
-  status=$(curl -s -k -o /dev/null -w '%{http_code}' "${method[@]}" "${headers[@]}" "$url") || status=none
-  [ "$status" = "$want" ] || die "$url answered $status, not $want"
-  n=$(timeout $((secs + 20)) wrk -t1 -c16 -d"${secs}s" --timeout 5s "$@" "$url" 2>&1 |
+  status=$(curl -s -k -o /dev/null -w '%{http_code}' -X "$method" "${curl_body[@]}" "${headers[@]}" "$url") ||
+    status=none
+  [ "$status" = "$want" ] || die "$method $url answered $status, not $want"
+  n=$(timeout $((secs + 20)) wrk -t1 -c16 -d"${secs}s" --timeout 5s "${wrk_script[@]}" "${headers[@]}" "$url" 2>&1 |
     awk '/requests in/ {print $1}')
-  say "$(printf '%7s' "${n:-0}") requests ($want): HTTP/1.1 ${method[1]} $url"
+  say "$(printf '%7s' "${n:-0}") requests ($want): HTTP/1.1 $method $url"
 }
 
 # ---------------------------------------------------------------------------
@@ -102,7 +103,7 @@ demo=$!
 pids+=("$demo")
 for _ in $(seq 300); do
   grep -q "Portcullis demo is running" "$work/demo.out" && break
-  kill -0 "$demo" 2>/dev/null || { tail -n 20 "$work/demo.err" >&2; die "the demo stopped"; }
+  kill -0 "$demo" 2>/dev/null || die "the demo stopped"
   sleep 0.2
 done
 grep -q "Portcullis demo is running" "$work/demo.out" || die "the demo did not start within 60 s"
@@ -122,14 +123,14 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
 head -c 16384 /dev/zero | tr '\0' x >"$work/upload.bin"
 
-json=(-H "Accept: application/json")
-load "$SECONDS_PER_STEP" 200 "$base/reports/q3" -H "Authorization: Bearer $token" "${json[@]}"
-load "$SECONDS_PER_STEP" 200 "$base/reports/q3" -H "Cookie: $cookie" -H "Accept: text/html"
-load 1 403 "$base/admin/users" -H "Cookie: $cookie" "${json[@]}"
-load 1 401 "$base/reports/q3" "${json[@]}"
-load 1 200 "$base/public/status" "${json[@]}"
-load 1 401 "$base/reports/q3" -H "Authorization: Bearer not.a.token" "${json[@]}"
-load 1 200 "$base/admin/upload" -H "Authorization: Bearer $token" -s "$work/upload.lua"
+json="Accept: application/json" html="Accept: text/html"
+load "$SECONDS_PER_STEP" 200 "$base/reports/q3" "Authorization: Bearer $token" "$json"
+load "$SECONDS_PER_STEP" 200 "$base/reports/q3" "Cookie: $cookie" "$html"
+load 1 403 "$base/admin/users" "Cookie: $cookie" "$json"
+load 1 401 "$base/reports/q3" "$json"
+load 1 200 "$base/public/status" "$json"
+load 1 401 "$base/reports/q3" "Authorization: Bearer not.a.token" "$json"
+UPLOAD=1 load 1 200 "$base/admin/upload" "Authorization: Bearer $token"
 for _ in 1 2 3; do
   "$bin" demo deprovision bob --state-file "$state" >/dev/null
   status=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$base/reports/q3")
@@ -142,10 +143,10 @@ done
 # bob's session ended when he was deprovisioned: sign in again.
 cookie=$(timeout 30 python3 "$here/signin.py" "$base/reports/q3" bob bob _portcullis) ||
   die "signing in as bob again failed"
-load 1 200 "$base/reports/q3" -H "Cookie: $cookie" -H "Accept: text/html"
+load 1 200 "$base/reports/q3" "Cookie: $cookie" "$html"
 # Last, since each redirect to sign in starts one: past 50,000 started and
 # not finished, Portcullis answers 503 to new sign-ins for a while.
-load 1 302 "$base/reports/q3" -H "Accept: text/html"
+load 1 302 "$base/reports/q3" "$html"
 
 # ---------------------------------------------------------------------------
 # 2. TLS, HTTP/1.1 and HTTP/2: a second Portcullis in front of the demo's IdP
@@ -192,11 +193,13 @@ TOML
 "$bin" serve --config "$work/tls/portcullis.toml" >"$work/tls.log" 2>&1 &
 tls=$!
 pids+=("$tls")
+ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$tls_admin/readyz")" = 200 ]; }
 for _ in $(seq 150); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$tls_admin/readyz")" = 200 ] && break
-  kill -0 "$tls" 2>/dev/null || { tail -n 20 "$work/tls.log" >&2; die "the TLS instance stopped"; }
+  ready && break
+  kill -0 "$tls" 2>/dev/null || die "the TLS instance stopped"
   sleep 0.2
 done
+ready || die "the TLS instance was not ready within 30 s"
 tbase=https://127.0.0.1:$tls_port
 scim=(-s -k -H "Authorization: Bearer $scim_token" -H "Content-Type: application/scim+json")
 user_id=$(curl "${scim[@]}" -d '{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@example.com","active":true}' \
@@ -206,8 +209,8 @@ curl "${scim[@]}" -o /dev/null -d "{\"schemas\":[\"urn:ietf:params:scim:schemas:
   "$tbase/scim/v2/Groups"
 say "TLS instance on $tbase"
 
-load "$SECONDS_PER_STEP" 200 "$tbase/jwks.json" -H "Authorization: Bearer $token"
-load 1 401 "$tbase/jwks.json" "${json[@]}"
+load "$SECONDS_PER_STEP" 200 "$tbase/jwks.json" "Authorization: Bearer $token"
+load 1 401 "$tbase/jwks.json" "$json"
 # h2 SECONDS STATUS [h2load arguments...] URL: the same over HTTP/2 (ALPN);
 # every answer must have STATUS's class (h2load counts 2xx, 4xx).
 h2() {
